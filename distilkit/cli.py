@@ -1,0 +1,58 @@
+"""The `distilkit` command line: one typer app; each command lives in `distilkit.commands.<name>`.
+
+Command modules import torch and friends inside the command body so `distilkit --help` stays fast.
+User errors (`DistilkitError`) become one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from distilkit import __version__
+from distilkit.errors import DistilkitError
+
+app = typer.Typer(
+    name="distilkit",
+    help="Shrink vision transformers by distillation and pruning (MixFormerV2 route, PMDP, exact FLOPs).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"distilkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(
+        None, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """distilkit: distillation and pruning for vision transformers."""
+
+
+@app.command("prune")
+def prune(
+    recipe: str = typer.Option("mixformerv2-s", "--recipe", help="Shipped recipe name or path to a YAML recipe."),
+) -> None:
+    """Run a compression recipe end to end (not available yet)."""
+    raise DistilkitError(f"'distilkit prune --recipe {recipe}' is not available yet: the recipe runner has not landed.")
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console-script entry point: run the app, turning user errors into one line and exit code 2."""
+    try:
+        app(args=argv, prog_name="distilkit")
+    except DistilkitError as err:
+        typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True, fg=typer.colors.RED)
+        sys.exit(130)

@@ -1,0 +1,93 @@
+"""Decay schedules γ(t): 1 → 0 over `m` units of progress, shared by depth and width pruning.
+
+`t` is progress in whatever unit the caller steps (epochs, or fractional epochs for per-iteration
+updates). Every schedule is a pure function of `t`, so resuming only needs `t`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Union
+
+from distilkit.errors import DistilkitError
+
+
+def _clamped_fraction(t: float, m: float, offset: float) -> float:
+    """Fraction of the elimination phase completed at progress `t` (0 before, 1 after)."""
+    if m <= 0:
+        return 1.0
+    return min(max((t + offset) / m, 0.0), 1.0)
+
+
+@dataclass(frozen=True)
+class CosineSchedule:
+    """γ = ½(1 + cos(π·min(t + offset, m)/m)): the paper's PMDP schedule.
+
+    `m = 0` removes at once (γ = 0 from the start, the "skip" initialisation).
+    Use `CosineSchedule.official(m)` for the official code's epoch convention.
+    """
+
+    m: float = 40.0
+    offset: float = 0.0
+
+    @classmethod
+    def official(cls, m: float = 40.0) -> "CosineSchedule":
+        """The official trainer's convention: its epoch counter starts at 1 and adds 1, so with a
+        0-based epoch k the argument is k + 2 (γ < 1 in the first epoch, 0 from official epoch m − 1)."""
+        return cls(m=m, offset=2.0)
+
+    def __call__(self, t: float) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * _clamped_fraction(t, self.m, self.offset)))
+
+
+@dataclass(frozen=True)
+class LinearSchedule:
+    """γ = 1 − min(t + offset, m)/m."""
+
+    m: float = 40.0
+    offset: float = 0.0
+
+    def __call__(self, t: float) -> float:
+        return 1.0 - _clamped_fraction(t, self.m, self.offset)
+
+
+@dataclass(frozen=True)
+class StepSchedule:
+    """γ drops in `steps` equal steps over `m` units: 1, 1 − 1/steps, ..., 0 (reached at t = m)."""
+
+    m: float = 40.0
+    steps: int = 1
+    offset: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise DistilkitError(f"StepSchedule: steps must be >= 1, got {self.steps}")
+
+    def __call__(self, t: float) -> float:
+        done = math.floor(_clamped_fraction(t, self.m, self.offset) * self.steps + 1e-9)
+        return 1.0 - done / self.steps
+
+
+Schedule = Union[CosineSchedule, LinearSchedule, StepSchedule]
+_KINDS: dict[str, type] = {"cosine": CosineSchedule, "linear": LinearSchedule, "step": StepSchedule}
+
+
+def schedule_to_dict(schedule: Schedule) -> dict[str, Any]:
+    """A JSON-able description of a schedule (for checkpoints and recipes)."""
+    for kind, cls in _KINDS.items():
+        if type(schedule) is cls:
+            return {"kind": kind, **asdict(schedule)}
+    raise DistilkitError(f"unknown schedule type {type(schedule).__name__}")
+
+
+def schedule_from_dict(spec: dict[str, Any]) -> Schedule:
+    """Inverse of `schedule_to_dict`; also accepts recipe entries like {"kind": "cosine", "m": 40}."""
+    spec = dict(spec)
+    kind = spec.pop("kind", "cosine")
+    if kind not in _KINDS:
+        raise DistilkitError(f"unknown schedule kind {kind!r}; expected one of {sorted(_KINDS)}")
+    try:
+        return _KINDS[kind](**spec)
+    except TypeError as err:
+        raise DistilkitError(f"bad arguments for {kind} schedule: {err}") from None

@@ -1,0 +1,21 @@
+"""Generic distillation toolkit: corner-to-side marginals, KD losses, feature KD, box losses, Distiller."""
+
+from __future__ import annotations
+
+from distilkit.distill.box import box_loss
+from distilkit.distill.distiller import Distiller, call_model
+from distilkit.distill.features import FeatureProjector, feature_kd
+from distilkit.distill.heatmap import corner_to_sides, sides_to_box
+from distilkit.distill.kd import distribution_kd, logit_kd
+
+__all__ = [
+    "Distiller",
+    "FeatureProjector",
+    "box_loss",
+    "call_model",
+    "corner_to_sides",
+    "distribution_kd",
+    "feature_kd",
+    "logit_kd",
+    "sides_to_box",
+]

@@ -38,12 +38,21 @@ def _root(
     """distilkit: distillation and pruning for vision transformers."""
 
 
-@app.command("prune")
-def prune(
-    recipe: str = typer.Option("mixformerv2-s", "--recipe", help="Shipped recipe name or path to a YAML recipe."),
-) -> None:
-    """Run a compression recipe end to end (not available yet)."""
-    raise DistilkitError(f"'distilkit prune --recipe {recipe}' is not available yet: the recipe runner has not landed.")
+from distilkit.commands.prune import prune as _prune  # noqa: E402
+
+app.command("prune")(_prune)
+
+from distilkit.commands.recipes import recipes as _recipes  # noqa: E402
+
+app.command("recipes")(_recipes)
+
+from distilkit.commands.flops import flops as _flops  # noqa: E402
+
+app.command("flops")(_flops)
+
+from distilkit.commands.eval import eval_command as _eval  # noqa: E402
+
+app.command("eval")(_eval)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -76,7 +76,7 @@ def crop_around(
     if sx1 > sx0 and sy1 > sy0:
         patch[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
     if side != output_size:
-        patch = np.asarray(Image.fromarray(patch).resize((output_size, output_size), Image.BILINEAR))
+        patch = np.array(Image.fromarray(patch).resize((output_size, output_size), Image.BILINEAR))
     return patch, CropWindow(float(x0), float(y0), float(side), output_size)
 
 

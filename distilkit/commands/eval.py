@@ -1,0 +1,131 @@
+"""`distilkit eval MODEL --data SPEC`: track, score (pytracking protocol), save results, compare, plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from distilkit.errors import DistilkitError
+
+# online-template update interval per benchmark (official MixFormerV2 tracking parameters)
+UPDATE_INTERVAL = {"lasot": 200, "got10k": 15, "trackingnet": 25, "synthetic": 25}
+
+
+class _FirstN:
+    """The first `n` sequences of a dataset (all when n is None), keeping its protocol name."""
+
+    def __init__(self, dataset: Any, n: Optional[int]):
+        self.dataset, self.name = dataset, getattr(dataset, "name", "")
+        self.n = len(dataset) if n is None else min(n, len(dataset))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Any:
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.dataset[i]
+
+
+def _tracker_factory(spec: str, dataset_name: str, update_interval: Optional[int], device: str):
+    """Zero-argument factory of fresh trackers for MODEL (a baseline name or a MixFormerV2 model)."""
+    from distilkit.eval.baselines import BASELINES, make_baseline
+
+    if spec.lower() in BASELINES:
+        make_baseline(spec)  # fail now (e.g. OpenCV missing), not inside the loop
+        return lambda: make_baseline(spec)
+    from distilkit.commands.models import resolve_model
+    from distilkit.trackers.mixformerv2 import MixFormerV2, MixFormerV2Tracker
+
+    model, _ = resolve_model(spec)
+    if not isinstance(model, MixFormerV2):
+        raise DistilkitError(f"{spec!r} is a {type(model).__name__}, not a MixFormerV2 tracker model: cannot track with it")
+    interval = update_interval or UPDATE_INTERVAL.get(dataset_name, 200)
+    return lambda: MixFormerV2Tracker(model, update_interval=interval, device=device)
+
+
+def _compare_folders(paths: list[Path]) -> list[Any]:
+    """Results from --compare folders: a results folder itself, or a folder of result folders."""
+    from distilkit.eval.evaluate import SUMMARY_FILE, load_results
+
+    found = []
+    for path in paths:
+        if (path / SUMMARY_FILE).is_file():
+            found.append(load_results(path))
+        elif path.is_dir() and any(p.joinpath(SUMMARY_FILE).is_file() for p in path.iterdir()):
+            found.extend(load_results(p) for p in sorted(path.iterdir()) if p.joinpath(SUMMARY_FILE).is_file())
+        else:
+            raise DistilkitError(f"--compare {path}: no summary.json there (not a distilkit eval results folder)")
+    return found
+
+
+def _table(rows: list[Any], title: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("tracker", "sequences", "frames", "AUC", "P", "NP", "AO", "SR0.5", "FPS"):
+        table.add_column(col, justify="left" if col == "tracker" else "right")
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    for r in rows:
+        o = r.overall
+        fps = r.fps if r.sequences else o.get("fps")
+        table.add_row(r.name, str(o.get("sequences", "-")), str(o.get("frames", "-")), pct(o.get("auc")),
+                      pct(o.get("precision")), pct(o.get("norm_precision")), pct(o.get("ao")), pct(o.get("sr50")),
+                      "-" if fps is None else f"{fps:.1f}")
+    return table
+
+
+def eval_command(
+    model: str = typer.Argument(..., help="Baseline (constant, csrt, kcf), distilkit model name, or a saved model directory."),
+    data: str = typer.Option("synthetic", "--data", help="Datasets: synthetic[:N], got10k:DIR, lasot:DIR, trackingnet:DIR (comma-separated)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write <out>/<tracker>/<seq>.txt, summary.json and <out>/success.png."),
+    compare: Optional[list[Path]] = typer.Option(None, "--compare", help="Earlier result folder(s) to compare with (repeatable)."),
+    sequences: Optional[int] = typer.Option(None, "--sequences", min=1, help="Evaluate only the first N sequences of each dataset."),
+    baseline: Optional[list[str]] = typer.Option(None, "--baseline", help="Also run a baseline side by side: constant, csrt, kcf (repeatable)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Tracker label in tables, plots and the results folder."),
+    update_interval: Optional[int] = typer.Option(None, "--update-interval", min=1, help="Online template update interval (default: per dataset)."),
+    exclude_invalid: Optional[bool] = typer.Option(None, "--exclude-invalid/--count-invalid", help="Drop or count-as-failure frames without valid gt (default: pytracking per dataset)."),
+    device: str = typer.Option("cpu", "--device", help="torch device for model trackers."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op threads."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Evaluate a tracker (or baseline) with the pytracking one-pass protocol; print AUC / P / NP."""
+    from rich.console import Console
+
+    from distilkit.data import load_datasets
+    from distilkit.eval.evaluate import combine_results, evaluate, plot_success
+
+    compared = _compare_folders(list(compare or []))
+    datasets = [_FirstN(d, sequences) for d in load_datasets(data, split="test")]
+    specs = [model, *[b for b in (baseline or []) if b.lower() != model.lower()]]
+    labels = [name or Path(model).name or model, *specs[1:]]
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    factories = {(spec, d.name): _tracker_factory(spec, d.name, update_interval, device) for spec in specs for d in datasets}
+    console = Console()
+    rows = []
+    for spec, label in zip(specs, labels):
+        parts = [evaluate(factories[(spec, d.name)], d, name=label, progress=progress, exclude_invalid=exclude_invalid)
+                 for d in datasets]
+        result = combine_results(parts, label) if len(parts) > 1 else parts[0]
+        if out is not None:
+            result.save(out / label)
+        rows.append(result)
+    taken = {r.name for r in rows}
+    for r in compared:  # keep labels unique: a compared run of the same tracker names its folder
+        if r.name in taken:
+            r.name = f"{r.name} ({r.out_dir.parent.name}/{r.out_dir.name})"
+        taken.add(r.name)
+        rows.append(r)
+    console.print(_table(rows, f"One-pass evaluation on {data} (%)"))
+    for r in rows:
+        if "note" in r.overall:
+            console.print(f"{r.name}: {r.overall['note']}")
+    if out is not None:
+        console.print(f"results in {out}/<tracker>/ (x,y,w,h per frame, summary.json)")
+        if any(r.success_curve is not None for r in rows):
+            console.print(f"success plot {plot_success(rows, out / 'success.png', title=f'Success plot: {data}')}")

@@ -1,0 +1,221 @@
+"""Readers for the official tracking benchmarks in their released layouts (REFERENCE §4).
+
+Sequence lists are found at construction (a missing root fails at once); annotations are parsed
+when a sequence is first accessed. Malformed files raise DistilkitError naming file and line.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from distilkit.data.sequence import Sequence, read_boxes, read_flags
+from distilkit.errors import DistilkitError
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def _existing_dir(root: str | os.PathLike, what: str) -> Path:
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise DistilkitError(f"{what} directory not found: {path}")
+    return path
+
+
+def _frame_files(folder: Path) -> list[str]:
+    """Image files of a sequence (as str: light for long videos), numeric order of stems (1 < 2 < 10)."""
+    if not folder.is_dir():
+        raise DistilkitError(f"frame directory not found: {folder}")
+    files = [p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES]
+    if not files:
+        raise DistilkitError(f"no frames (.jpg/.png) in {folder}")
+    files.sort(key=lambda p: (int(p.stem) if p.stem.isdigit() else float("inf"), p.name))
+    return [str(p) for p in files]
+
+
+def _check_rows(path: Path, rows: int, frames: int, allow_first_only: bool = False) -> None:
+    if rows != frames and not (allow_first_only and rows == 1):
+        raise DistilkitError(f"{path}: {rows} annotation lines for {frames} frames")
+
+
+def _pad_boxes(boxes: np.ndarray, n: int) -> np.ndarray:
+    """Test splits annotate only the first frame: the unknown rest is NaN (scored as invalid)."""
+    if len(boxes) == n:
+        return boxes
+    return np.concatenate([boxes, np.full((n - len(boxes), 4), np.nan)])
+
+
+def _read_list(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+class _Reader:
+    """Shared list/index behaviour; subclasses fill `self.names` and implement `_load(name)`."""
+
+    name = ""
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> Sequence:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"sequence index {i} out of range for {len(self)} sequences")
+        return self._cached(self.names[i])
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - readers are long-lived, few per process
+    def _cached(self, name: str) -> Sequence:
+        return self._load(name)
+
+    def _load(self, name: str) -> Sequence:
+        raise NotImplementedError
+
+    def _select(self, found: list[str], sequences: list[str] | None, where: Path) -> list[str]:
+        if sequences is None:
+            return found
+        missing = sorted(set(sequences) - set(found))
+        if missing:
+            raise DistilkitError(f"{self.name}: sequence(s) not found under {where}: {', '.join(missing[:5])}")
+        return list(sequences)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r}, {len(self)} sequences)"
+
+
+class GOT10k(_Reader):
+    """GOT-10k: `<root>/<split>/<seq>/00000001.jpg`, `groundtruth.txt`, `absence.label`, `cover.label`.
+
+    `root` is the dataset root (holding train/val/test) or the split folder itself. Visible frames are
+    those not absent and with cover > 0. The test split ships only the first box (the rest is NaN).
+    """
+
+    name = "got10k"
+
+    def __init__(self, root: str | os.PathLike, split: str = "val", sequences: list[str] | None = None):
+        if split not in ("train", "val", "test"):
+            raise DistilkitError(f"GOT-10k split must be train, val or test, got {split!r}")
+        base = _existing_dir(root, "GOT-10k")
+        self.root = base / split if (base / split).is_dir() else base
+        self.split = split
+        listing = self.root / "list.txt"
+        if listing.is_file():
+            found = _read_list(listing)
+        else:
+            found = sorted(p.name for p in self.root.iterdir() if (p / "groundtruth.txt").is_file())
+        if not found:
+            raise DistilkitError(f"no GOT-10k sequences (folders with groundtruth.txt) under {self.root}")
+        self.names = self._select(found, sequences, self.root)
+
+    def _load(self, name: str) -> Sequence:
+        folder = self.root / name
+        frames = _frame_files(folder)
+        gt = folder / "groundtruth.txt"
+        boxes = read_boxes(gt)
+        _check_rows(gt, len(boxes), len(frames), allow_first_only=self.split == "test")
+        visible = np.ones(len(frames), dtype=bool)
+        for label, invisible in (("absence.label", lambda v: v == 1), ("cover.label", lambda v: v == 0)):
+            path = folder / label
+            if path.is_file():
+                flags = read_flags(path, range(0, 2) if label == "absence.label" else range(0, 9))
+                _check_rows(path, len(flags), len(frames))
+                visible &= ~invisible(flags)
+        return Sequence(name, frames, _pad_boxes(boxes, len(frames)), visible, dataset=self.name)
+
+
+class LaSOT(_Reader):
+    """LaSOT: `<root>/<class>/<class>-<n>/img/00000001.jpg`, `groundtruth.txt`, `full_occlusion.txt`,
+    `out_of_view.txt` (comma-separated 0/1). A frame is visible unless fully occluded or out of view.
+
+    split "test"/"train" uses `testing_set.txt`/`training_set.txt` from root when present (one
+    sequence name per line; "train" without its list takes every sequence not in the test list),
+    else every sequence found; "all" takes every sequence; `sequences=`
+    picks an explicit list. Sequence folders may also sit directly under root.
+    """
+
+    name = "lasot"
+
+    def __init__(self, root: str | os.PathLike, split: str = "test", sequences: list[str] | None = None):
+        if split not in ("train", "test", "all"):
+            raise DistilkitError(f"LaSOT split must be train, test or all, got {split!r}")
+        self.root = _existing_dir(root, "LaSOT")
+        self.split = split
+        self._folders = self._discover()
+        if not self._folders:
+            raise DistilkitError(f"no LaSOT sequences (<class>/<class>-<n>/groundtruth.txt) under {self.root}")
+        found = sorted(self._folders, key=_natural_key)
+        test_list, train_list = self.root / "testing_set.txt", self.root / "training_set.txt"
+        if sequences is None and split == "test" and test_list.is_file():
+            sequences = _read_list(test_list)
+        elif sequences is None and split == "train" and train_list.is_file():
+            sequences = _read_list(train_list)
+        elif sequences is None and split == "train" and test_list.is_file():  # never train on the test list
+            held_out = set(_read_list(test_list))
+            sequences = [n for n in found if n not in held_out]
+        self.names = self._select(found, sequences, self.root)
+
+    def _discover(self) -> dict[str, Path]:
+        folders = {}
+        for gt in [*self.root.glob("*/groundtruth.txt"), *self.root.glob("*/*/groundtruth.txt")]:
+            folders.setdefault(gt.parent.name, gt.parent)
+        return folders
+
+    def _load(self, name: str) -> Sequence:
+        folder = self._folders[name]
+        frames = _frame_files(folder / "img")
+        gt = folder / "groundtruth.txt"
+        boxes = read_boxes(gt)
+        _check_rows(gt, len(boxes), len(frames))
+        visible = np.ones(len(frames), dtype=bool)
+        for label in ("full_occlusion.txt", "out_of_view.txt"):
+            flags = read_flags(folder / label, range(0, 2))
+            _check_rows(folder / label, len(flags), len(frames))
+            visible &= flags == 0
+        return Sequence(name, frames, boxes, visible, dataset=self.name)
+
+
+class TrackingNet(_Reader):
+    """TrackingNet: `<root>/TRAIN_k/frames/<seq>/<i>.jpg` (i from 0), `<root>/TRAIN_k/anno/<seq>.txt`.
+
+    `chunks` selects chunks by index (0 → TRAIN_0) or folder name ("TEST"); default: every TRAIN_k
+    found. All frames are visible (TrackingNet has no absence labels); TEST annotates frame 0 only.
+    """
+
+    name = "trackingnet"
+
+    def __init__(self, root: str | os.PathLike, chunks: list[int | str] | None = None,
+                 sequences: list[str] | None = None):
+        self.root = _existing_dir(root, "TrackingNet")
+        if chunks is None:
+            names = sorted((p.name for p in self.root.glob("TRAIN_*") if p.is_dir()), key=_natural_key)
+            if not names and (self.root / "TEST").is_dir():
+                names = ["TEST"]
+        else:
+            names = [f"TRAIN_{c}" if isinstance(c, int) or str(c).isdigit() else str(c) for c in chunks]
+        self.chunks = [_existing_dir(self.root / c, "TrackingNet chunk") for c in names]
+        if not self.chunks:
+            raise DistilkitError(f"no TrackingNet chunks (TRAIN_k or TEST folders) under {self.root}")
+        self._chunk_of: dict[str, Path] = {}
+        for chunk in self.chunks:
+            anno = _existing_dir(chunk / "anno", "TrackingNet annotation")
+            for path in sorted(anno.glob("*.txt"), key=lambda p: _natural_key(p.stem)):
+                self._chunk_of.setdefault(path.stem, chunk)
+        if not self._chunk_of:
+            raise DistilkitError(f"no TrackingNet annotations (anno/<seq>.txt) under {self.root}")
+        self.names = self._select(list(self._chunk_of), sequences, self.root)
+
+    def _load(self, name: str) -> Sequence:
+        chunk = self._chunk_of[name]
+        frames = _frame_files(chunk / "frames" / name)
+        gt = chunk / "anno" / f"{name}.txt"
+        boxes = read_boxes(gt)
+        _check_rows(gt, len(boxes), len(frames), allow_first_only=chunk.name == "TEST")
+        return Sequence(name, frames, _pad_boxes(boxes, len(frames)), np.ones(len(frames), dtype=bool),
+                        dataset=self.name)
+
+
+def _natural_key(text: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]

@@ -1,0 +1,184 @@
+"""Training pairs for trackers: (template, online template, search) crops with STARK/MixFormer jitter.
+
+Deterministic per (seed, epoch, index) with its own generator (no global RNG), so any number of
+DataLoader workers yields the same samples. Positives: search frame with the target visible,
+template and online template visible frames within `max_gap` of it (online template between the
+two, as it would be at tracking time). Negatives (score-head training, REFERENCE §2): with
+probability `negative_prob` either a frame of the same video where the target is invisible,
+cropped around a central box, or a search crop from another sequence; label 0, zero box.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from distilkit.data.crop import crop_around
+from distilkit.data.sequence import Sequence
+from distilkit.errors import DistilkitError
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+_MAX_TRIES = 100
+
+
+def normalize_image(image: np.ndarray) -> torch.Tensor:
+    """H×W×3 uint8 → 3×H×W float tensor with ImageNet mean/std normalisation."""
+    x = (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+def denormalize_image(tensor: torch.Tensor) -> np.ndarray:
+    """Inverse of `normalize_image`: 3×H×W float tensor → H×W×3 uint8."""
+    x = tensor.detach().cpu().numpy().transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
+    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def jitter_box(box_xywh: np.ndarray, rng: np.random.Generator, center_jitter: float, scale_jitter: float) -> np.ndarray:
+    """STARK's jitter: size × exp(N(0,1)·scale_jitter) per axis, centre moved uniformly within
+    ±0.5·center_jitter·sqrt(jittered w·h) per axis."""
+    size = box_xywh[2:] * np.exp(rng.standard_normal(2) * scale_jitter)
+    max_offset = math.sqrt(float(size.prod())) * center_jitter
+    center = box_xywh[:2] + 0.5 * box_xywh[2:] + max_offset * (rng.random(2) - 0.5)
+    return np.concatenate([center - 0.5 * size, size])
+
+
+def _usable(seq: Sequence) -> np.ndarray:
+    b = seq.boxes
+    with np.errstate(invalid="ignore"):
+        return seq.visible & np.isfinite(b).all(1) & (b[:, 2] > 0) & (b[:, 3] > 0)
+
+
+class PairSampler(torch.utils.data.Dataset):
+    """`samples_per_epoch` training samples drawn from `datasets` (weighted by their sequence counts);
+    a dataset is anything indexable that yields `Sequence`s (a list of sequences works too).
+
+    Each item is a dict of float tensors: `template`, `online_template` (3×t×t), `search` (3×s×s),
+    `search_box` (4,) normalised x1,y1,x2,y2 in the search crop clamped to [0, 1], `label` (1 / 0)
+    and `visible`. Call `set_epoch(e)` each epoch for fresh samples.
+    """
+
+    def __init__(
+        self,
+        datasets,
+        template_size: int,
+        search_size: int,
+        template_factor: float = 2.0,
+        search_factor: float = 4.5,
+        center_jitter: float = 4.5,
+        scale_jitter: float = 0.5,
+        max_gap: int = 200,
+        samples_per_epoch: int = 60000,
+        negative_prob: float = 0.0,
+        seed: int = 0,
+        template_center_jitter: float = 0.0,
+        template_scale_jitter: float = 0.0,
+    ):
+        self.datasets = list(datasets) if isinstance(datasets, (list, tuple)) else [datasets]
+        if self.datasets and all(isinstance(d, Sequence) for d in self.datasets):
+            self.datasets = [self.datasets]  # a plain list of sequences is one dataset
+        sizes = np.array([len(d) for d in self.datasets], dtype=np.float64)
+        if not self.datasets or sizes.sum() == 0:
+            raise DistilkitError("PairSampler needs at least one non-empty dataset")
+        if not 0.0 <= negative_prob <= 1.0:
+            raise DistilkitError(f"negative_prob must be in [0, 1], got {negative_prob}")
+        if max_gap < 0 or samples_per_epoch < 1:
+            raise DistilkitError(f"max_gap must be >= 0 and samples_per_epoch >= 1, got {max_gap}, {samples_per_epoch}")
+        self.p_datasets = sizes / sizes.sum()
+        self.template_size, self.search_size = int(template_size), int(search_size)
+        self.template_factor, self.search_factor = float(template_factor), float(search_factor)
+        self.center_jitter, self.scale_jitter = float(center_jitter), float(scale_jitter)
+        self.template_center_jitter, self.template_scale_jitter = float(template_center_jitter), float(template_scale_jitter)
+        self.max_gap, self.samples_per_epoch = int(max_gap), int(samples_per_epoch)
+        self.negative_prob, self.seed, self.epoch = float(negative_prob), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        negative = rng.random() < self.negative_prob
+        for _ in range(_MAX_TRIES):
+            d, seq = self._pick_sequence(rng)
+            frames = self._pick_frames(rng, seq)
+            if frames is None:
+                continue
+            t, o, s = frames
+            template = self._template(seq, t, rng)
+            online = self._template(seq, o, rng)
+            search = self._negative_search(rng, seq, d, template_box=seq.boxes[t]) if negative \
+                else self._positive_search(rng, seq, s)
+            if search is None:
+                continue
+            image, box, label = search
+            return {"template": template, "online_template": online, "search": image,
+                    "search_box": torch.as_tensor(box, dtype=torch.float32),
+                    "label": torch.tensor(label, dtype=torch.float32),
+                    "visible": torch.tensor(label, dtype=torch.float32)}
+        raise DistilkitError(f"PairSampler: no usable sample after {_MAX_TRIES} tries (too few visible frames?)")
+
+    def _pick_sequence(self, rng: np.random.Generator) -> tuple[int, Sequence]:
+        d = int(rng.choice(len(self.datasets), p=self.p_datasets))
+        return d, self.datasets[d][int(rng.integers(len(self.datasets[d])))]
+
+    def _pick_frames(self, rng: np.random.Generator, seq: Sequence) -> tuple[int, int, int] | None:
+        """(template, online template, search) visible frames: template within max_gap of the search
+        frame, online template between the two (as it would be at tracking time)."""
+        usable = np.flatnonzero(_usable(seq))
+        if usable.size == 0:
+            return None
+        s = int(rng.choice(usable))
+        near = usable[np.abs(usable - s) <= self.max_gap]
+        t = int(rng.choice(near))
+        o = int(rng.choice(near[(near >= min(t, s)) & (near <= max(t, s))]))
+        return t, o, s
+
+    def _template(self, seq: Sequence, i: int, rng: np.random.Generator) -> torch.Tensor:
+        box = seq.boxes[i]
+        if self.template_center_jitter or self.template_scale_jitter:
+            box = jitter_box(box, rng, self.template_center_jitter, self.template_scale_jitter)
+        crop, _ = crop_around(seq.frame(i), box, self.template_factor, self.template_size)
+        return normalize_image(crop)
+
+    def _search_crop(self, image: np.ndarray, around: np.ndarray, target: np.ndarray | None, rng, jitter: bool):
+        box = jitter_box(around, rng, self.center_jitter, self.scale_jitter) if jitter else around
+        crop, window = crop_around(image, box, self.search_factor, self.search_size)
+        target_box = np.zeros(4) if target is None else np.clip(window.box_to_crop(target), 0.0, 1.0)
+        return normalize_image(crop), target_box
+
+    def _positive_search(self, rng: np.random.Generator, seq: Sequence, s: int):
+        image, box = self._search_crop(seq.frame(s), seq.boxes[s], seq.boxes[s], rng, jitter=True)
+        return image, box, 1.0
+
+    def _negative_search(self, rng: np.random.Generator, seq: Sequence, d: int, template_box: np.ndarray):
+        """A frame where the target is invisible (same video, central box) or a crop from another video."""
+        invisible = np.flatnonzero(~seq.visible)
+        total = sum(len(x) for x in self.datasets)
+        use_same = invisible.size > 0 and (total < 2 or rng.random() < 0.5)
+        if use_same:
+            s = int(rng.choice(invisible))
+            image = seq.frame(s)
+            h, w = image.shape[:2]
+            size = np.minimum(template_box[2:], [w, h])
+            centre = np.array([w / 2 - size[0] / 2, h / 2 - size[1] / 2, size[0], size[1]])
+            crop, _ = self._search_crop(image, centre, None, rng, jitter=True)
+            return crop, np.zeros(4), 0.0
+        if total < 2:
+            raise DistilkitError("negative samples need a second sequence or frames where the target is invisible")
+        for _ in range(_MAX_TRIES):
+            d2, other = self._pick_sequence(rng)
+            if other.name == seq.name and d2 == d:
+                continue
+            usable = np.flatnonzero(_usable(other))
+            if usable.size:
+                s = int(rng.choice(usable))
+                crop, _ = self._search_crop(other.frame(s), other.boxes[s], None, rng, jitter=True)
+                return crop, np.zeros(4), 0.0
+        return None

@@ -1,0 +1,105 @@
+"""The one sequence type every tracking dataset yields, and the parser for box annotation files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence as SequenceABC
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image
+
+from distilkit.errors import DistilkitError
+
+FrameSource = Union[np.ndarray, str, os.PathLike]
+
+
+@dataclass
+class Sequence:
+    """A video with one target: frames (arrays or image paths), x,y,w,h boxes (N, 4) and visibility (N,).
+
+    `dataset` names the protocol the sequence comes from ("lasot", "got10k", ...); evaluation uses it
+    to pick pytracking's per-dataset convention for invalid frames.
+    """
+
+    name: str
+    frames: SequenceABC[FrameSource]
+    boxes: np.ndarray
+    visible: np.ndarray
+    dataset: str = ""
+    attributes: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
+        self.visible = np.asarray(self.visible, dtype=bool).reshape(-1)
+        if not (len(self.frames) == len(self.boxes) == len(self.visible)):
+            raise DistilkitError(
+                f"sequence {self.name!r}: {len(self.frames)} frames but {len(self.boxes)} boxes "
+                f"and {len(self.visible)} visibility flags"
+            )
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def frame(self, i: int) -> np.ndarray:
+        """Frame `i` as an H×W×3 uint8 RGB array, whether stored in memory or as an image file."""
+        src = self.frames[i]
+        if isinstance(src, np.ndarray):
+            return src
+        return load_image(src)
+
+
+def load_image(path: FrameSource) -> np.ndarray:
+    """Read an image file as H×W×3 uint8 RGB; a missing or unreadable file is a DistilkitError."""
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except (OSError, ValueError) as err:
+        raise DistilkitError(f"cannot read frame {os.fspath(path)}: {err}") from None
+
+
+def read_boxes(path: Path) -> np.ndarray:
+    """Parse an x,y,w,h annotation file (comma, tab or space separated; blank lines ignored) -> (N, 4).
+
+    Raises DistilkitError naming the file and line for a missing file or a line that is not 4 numbers.
+    """
+    rows = []
+    for lineno, line in enumerate(_read_lines(path), start=1):
+        text = line.strip()
+        if not text:
+            continue
+        parts = text.replace(",", " ").replace("\t", " ").split()
+        try:
+            values = [float(p) for p in parts]
+        except ValueError:
+            values = []
+        if len(values) != 4:
+            raise DistilkitError(f"{path}:{lineno}: expected 4 numbers x,y,w,h, got {text[:60]!r}")
+        rows.append(values)
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 4)
+
+
+def read_flags(path: Path, allowed: range | None = None) -> np.ndarray:
+    """Parse integer flags, one per line or comma-separated (LaSOT style) -> (N,) int array."""
+    values = []
+    for lineno, line in enumerate(_read_lines(path), start=1):
+        for part in line.replace(",", " ").split():
+            try:
+                value = int(float(part))
+            except ValueError:
+                raise DistilkitError(f"{path}:{lineno}: expected an integer flag, got {part[:30]!r}") from None
+            if allowed is not None and value not in allowed:
+                raise DistilkitError(f"{path}:{lineno}: flag {value} outside {allowed.start}..{allowed.stop - 1}")
+            values.append(value)
+    return np.asarray(values, dtype=np.int64)
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        raise DistilkitError(f"annotation file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DistilkitError(f"cannot read annotation file {path}: {err}") from None

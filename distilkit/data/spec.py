@@ -1,0 +1,49 @@
+"""Parse the dataset spec strings of the CLI and recipes: `synthetic[:N]`, `got10k:DIR`, `lasot:DIR`,
+`trackingnet:DIR`, comma-separated to mix several."""
+
+from __future__ import annotations
+
+from distilkit.data.readers import GOT10k, LaSOT, TrackingNet
+from distilkit.data.synthetic import SyntheticTracking
+from distilkit.errors import DistilkitError
+
+SPEC_KINDS = ("synthetic", "got10k", "lasot", "trackingnet")
+# built-in synthetic sizes: training set and held-out evaluation set
+SYNTHETIC_DEFAULTS = {"train": dict(num_sequences=200, length=100, seed=0),
+                      "test": dict(num_sequences=20, length=100, seed=0)}
+
+
+def load_datasets(spec: str, split: str = "train") -> list:
+    """Datasets named by `spec` for `split` ("train" or "test"); every path is checked before returning.
+
+    For evaluation (`split="test"`) GOT-10k uses its `val` split (the test split has no public
+    ground truth), LaSOT its official test list when `testing_set.txt` is present, TrackingNet TEST.
+    """
+    if split not in ("train", "test"):
+        raise DistilkitError(f"dataset split must be 'train' or 'test', got {split!r}")
+    parts = [p.strip() for p in str(spec).split(",") if p.strip()]
+    if not parts:
+        raise DistilkitError("empty dataset spec: use synthetic, got10k:DIR, lasot:DIR or trackingnet:DIR")
+    datasets = []
+    for part in parts:
+        kind, _, arg = part.partition(":")
+        kind = kind.strip().lower()
+        if kind not in SPEC_KINDS:
+            raise DistilkitError(f"unknown dataset {kind!r} in spec {spec!r}; expected one of {', '.join(SPEC_KINDS)}")
+        if kind == "synthetic":
+            options = dict(SYNTHETIC_DEFAULTS[split])
+            if arg:
+                if not arg.isdigit() or int(arg) < 1:
+                    raise DistilkitError(f"synthetic:N needs a positive sequence count, got {arg!r}")
+                options["num_sequences"] = int(arg)
+            datasets.append(SyntheticTracking(split=split, **options))
+            continue
+        if not arg:
+            raise DistilkitError(f"dataset {kind!r} needs a directory: {kind}:DIR")
+        if kind == "got10k":
+            datasets.append(GOT10k(arg, split="train" if split == "train" else "val"))
+        elif kind == "lasot":
+            datasets.append(LaSOT(arg, split=split))
+        else:
+            datasets.append(TrackingNet(arg, chunks=None if split == "train" else ["TEST"]))
+    return datasets

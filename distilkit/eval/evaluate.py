@@ -1,0 +1,224 @@
+"""Run a tracker over sequences, score it, save pytracking-style result files, plot success curves."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from distilkit.data.sequence import Sequence
+from distilkit.errors import DistilkitError
+from distilkit.eval.metrics import OVERLAP_THRESHOLDS, SequenceScores, score_sequence, summarize
+
+# pytracking divides by valid frames only for these datasets; LaSOT-style (invalid = failure) elsewhere
+EXCLUDE_INVALID_BY_DATASET = {"got10k": True, "trackingnet": True}
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class SequenceResult:
+    """A tracker's output on one sequence: boxes (N, 4), scores (N,), seconds per frame (N,), metrics."""
+
+    name: str
+    boxes: np.ndarray
+    scores: np.ndarray
+    times: np.ndarray
+    metrics: SequenceScores | None = None
+
+
+@dataclass
+class Results:
+    """Per-sequence outputs and figures of one tracker plus the overall summary (pytracking means)."""
+
+    name: str
+    sequences: list[SequenceResult] = field(default_factory=list)
+    overall: dict[str, float] = field(default_factory=dict)
+    success_curve: np.ndarray | None = None  # overall (21,) rates at OVERLAP_THRESHOLDS
+    out_dir: Path | None = None
+
+    @property
+    def fps(self) -> float:
+        times = np.concatenate([s.times for s in self.sequences]) if self.sequences else np.zeros(0)
+        return float(len(times) / times.sum()) if times.sum() > 0 else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "tracker": self.name,
+            "overall": {**self.overall, "fps": self.fps},
+            "success_curve": {"thresholds": np.round(OVERLAP_THRESHOLDS, 2).tolist(),
+                              "rates": None if self.success_curve is None else self.success_curve.tolist()},
+            "sequences": {s.name: {**(s.metrics.summary() if s.metrics else {}),
+                                   "fps": float(len(s.times) / s.times.sum()) if s.times.sum() > 0 else None}
+                          for s in self.sequences},
+        }
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write `<seq>.txt` (x,y,w,h per frame), `<seq>_time.txt` and summary.json into out_dir."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for s in self.sequences:
+            _write_text(out / f"{s.name}.txt", "".join(",".join(f"{v:.4f}" for v in b) + "\n" for b in s.boxes))
+            _write_text(out / f"{s.name}_time.txt", "".join(f"{t:.6f}\n" for t in s.times))
+        _write_text(out / SUMMARY_FILE, json.dumps(self.summary(), indent=2) + "\n")
+        self.out_dir = out
+        return out
+
+
+def combine_results(parts: list[Results], name: str | None = None) -> Results:
+    """One Results from several runs of the same tracker (e.g. one per dataset), re-summarised."""
+    seqs = [s for r in parts for s in r.sequences]
+    if not seqs:
+        raise DistilkitError("no sequences to combine")
+    return _summarize_into(Results(name=name or parts[0].name, sequences=seqs))
+
+
+def _summarize_into(results: Results) -> Results:
+    """Overall figures over the sequences that have ground truth (none: result files only)."""
+    scores = [s.metrics for s in results.sequences if s.metrics is not None]
+    if scores:
+        results.overall = summarize(scores)
+        results.success_curve = np.mean([s.success for s in scores], axis=0)
+    else:
+        results.overall = {"sequences": 0, "frames": 0,
+                           "note": "no ground truth beyond frame 0 (test split): submit the result files to the server"}
+    results.overall["tracked_sequences"] = len(results.sequences)
+    return results
+
+
+def load_results(path: str | os.PathLike) -> Results:
+    """Read a results folder written by `Results.save` (its summary.json) for comparison and plots."""
+    folder = Path(path)
+    file = folder / SUMMARY_FILE if folder.is_dir() else folder
+    try:
+        data = json.loads(file.read_text())
+        rates = data["success_curve"]["rates"]
+        overall = dict(data["overall"])
+        name = data["tracker"]
+    except FileNotFoundError:
+        raise DistilkitError(f"no {SUMMARY_FILE} in {folder}: not a distilkit eval results folder") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DistilkitError(f"{file}: not a distilkit eval summary ({err})") from None
+    return Results(name=name, overall=overall, out_dir=file.parent,
+                   success_curve=None if rates is None else np.asarray(rates, dtype=np.float64))
+
+
+def _sequences(dataset) -> Iterable[Sequence]:
+    if isinstance(dataset, Sequence):
+        return [dataset]
+    return (dataset[i] for i in range(len(dataset)))
+
+
+def evaluate(
+    tracker_or_factory: Any,
+    dataset,
+    out_dir: str | os.PathLike | None = None,
+    name: str = "tracker",
+    progress: bool = True,
+    exclude_invalid: bool | None = None,
+) -> Results:
+    """Track every sequence of `dataset` (one-pass: initialised on frame 0's gt box), score and save.
+
+    `tracker_or_factory` is an object with `initialize(image, box)` / `track(image) -> (box, score)`
+    or a zero-argument callable building one (called once per sequence). Frame 0's prediction is the
+    init box (pytracking). `exclude_invalid=None` follows pytracking per dataset: GOT-10k and
+    TrackingNet drop invalid frames, LaSOT and synthetic count them as failures.
+    """
+    make: Callable[[], Any]
+    if hasattr(tracker_or_factory, "initialize") and hasattr(tracker_or_factory, "track"):
+        make = lambda: tracker_or_factory  # noqa: E731
+    elif callable(tracker_or_factory):
+        make = tracker_or_factory
+    else:
+        raise DistilkitError(f"{type(tracker_or_factory).__name__} is neither a tracker (initialize/track) nor a factory")
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    total = len(dataset) if not isinstance(dataset, Sequence) else 1
+    results = Results(name=name)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[fps]}"), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"eval {name}", total=total, fps="")
+        for seq in _sequences(dataset):
+            result = _track_sequence(make(), seq)
+            exclude = EXCLUDE_INVALID_BY_DATASET.get(seq.dataset, False) if exclude_invalid is None else exclude_invalid
+            if np.isfinite(seq.boxes[1:]).all(1).any():  # test splits (GOT-10k, TrackingNet) have no gt: server-scored
+                result.metrics = score_sequence(seq.name, result.boxes, seq.boxes, visible=seq.visible,
+                                                exclude_invalid=exclude)
+            results.sequences.append(result)
+            bar.update(task, advance=1, fps=f"{results.fps:.1f} FPS")
+    if not results.sequences:
+        raise DistilkitError("the dataset has no sequences to evaluate")
+    _summarize_into(results)
+    if out_dir is not None:
+        results.save(out_dir)
+    return results
+
+
+def _track_sequence(tracker: Any, seq: Sequence) -> SequenceResult:
+    n = len(seq)
+    boxes = np.zeros((n, 4), dtype=np.float64)
+    scores = np.ones(n, dtype=np.float64)
+    times = np.zeros(n, dtype=np.float64)
+    init = seq.boxes[0]
+    if not (np.isfinite(init).all() and init[2] > 0 and init[3] > 0):
+        raise DistilkitError(f"sequence {seq.name}: first-frame box {init.tolist()} is not a valid init box")
+    image = seq.frame(0)
+    start = time.perf_counter()
+    tracker.initialize(image, init.copy())
+    times[0] = time.perf_counter() - start
+    boxes[0] = init
+    for i in range(1, n):
+        image = seq.frame(i)
+        start = time.perf_counter()
+        out = tracker.track(image)
+        times[i] = time.perf_counter() - start
+        box, score = out if isinstance(out, tuple) and len(out) == 2 else (out, 1.0)
+        box = np.asarray(box, dtype=np.float64).reshape(-1)
+        if box.shape != (4,):
+            raise DistilkitError(f"tracker returned a box of shape {box.shape} on {seq.name} frame {i}; expected 4 values")
+        boxes[i], scores[i] = box, float(score)
+    return SequenceResult(seq.name, boxes, scores, times)
+
+
+def plot_success(results_list: list[Results], path: str | os.PathLike, title: str = "Success plot") -> Path:
+    """Success plot (overall curves, legend sorted by AUC as pytracking does) saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = [r for r in results_list if r.success_curve is not None]
+    if not curves:
+        raise DistilkitError("no results with a success curve to plot")
+    curves.sort(key=lambda r: -float(r.success_curve.mean()))
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+    for r in curves:
+        ax.plot(OVERLAP_THRESHOLDS, r.success_curve, linewidth=2, label=f"{r.name} [{100 * r.success_curve.mean():.1f}]")
+    ax.set(xlabel="Overlap threshold", ylabel="Success rate", xlim=(0, 1), ylim=(0, 1.0), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+        os.replace(tmp, out)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def _write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,240 @@
+"""Progressive MLP width pruning: gate the channels to go by γ(t) on a PMDP-style schedule, then slice.
+
+The gate multiplies fc2's input (after fc1, activation, dropout), so a gate of 0 on channel c is
+exactly the model with c removed and a gate of 1 is the untouched model. Gates are plain tensors
+applied by forward pre-hooks, never parameters or buffers: the model's state_dict, optimiser and
+DDP parameter set stay as they are, and every rank computes the same γ from the same progress.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+from torch import nn
+
+from distilkit.depth._blocks import unwrap
+from distilkit.errors import DistilkitError
+from distilkit.schedule import CosineSchedule, schedule_to_dict
+from distilkit.width.importance import ImportanceSpec, LossFn
+from distilkit.width.reduce import WidthPlan, WidthReport, apply_plan, importance_name, plan_width
+
+UNITS = ("epoch", "iteration")
+
+
+class _Gate:
+    """fc2 forward pre-hook: input × (1 on kept channels, γ on the channels to go)."""
+
+    def __init__(self, pruner: "ProgressiveWidthPruner", hidden: int, drop: Iterable[int]) -> None:
+        self.pruner = pruner
+        self.choose(hidden, drop)
+
+    def choose(self, hidden: int, drop: Iterable[int]) -> None:
+        self.drop = torch.zeros(hidden, dtype=torch.bool)
+        self.drop[list(drop)] = True
+        self.active = bool(self.drop.any())
+        self._cache: dict[tuple[torch.device, torch.dtype, float], torch.Tensor] = {}
+
+    def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> Optional[tuple[Any, ...]]:
+        gamma = self.pruner._gamma
+        if gamma == 1.0 or not self.active:
+            return None
+        x = args[0]
+        key = (x.device, x.dtype, gamma)
+        gate = self._cache.get(key)
+        if gate is None:
+            gate = torch.where(self.drop, gamma, 1.0).to(device=x.device, dtype=x.dtype)
+            self._cache = {key: gate}
+        return (x * gate,) + tuple(args[1:])
+
+
+class ProgressiveWidthPruner:
+    """Shrink MLP hidden widths gradually: the least important channels fade out as γ = schedule(t).
+
+    Channels are chosen once, at construction, exactly as `reduce_mlp_ratio` would (same arguments);
+    γ = 1 is exactly the unpruned model and γ = 0 exactly the model after `finalize()`, which has the
+    shapes `reduce_mlp_ratio` gives. Progress follows `ProgressiveDepthPruner`: t in epochs via
+    `set_epoch(e)` (0-based) or `step()`; with unit="iteration", `step()` advances 1/iters_per_epoch
+    (or one schedule unit if `iters_per_epoch` is None, i.e. the schedule's m counts iterations).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        ratio: Optional[float] = None,
+        blocks: str = "blocks",
+        importance: ImportanceSpec = "l2",
+        schedule: Callable[[float], float] = CosineSchedule(m=40),
+        unit: str = "epoch",
+        iters_per_epoch: Optional[int] = None,
+        *,
+        batches: Optional[Iterable[Any]] = None,
+        loss_fn: Optional[LossFn] = None,
+        hidden: Optional[int] = None,
+        block_indices: Optional[Iterable[int]] = None,
+        example_inputs: Any = None,
+        round_to: int = 1,
+    ) -> None:
+        if unit not in UNITS:
+            raise DistilkitError(f"unknown width-pruning unit {unit!r}; expected one of {list(UNITS)}")
+        if iters_per_epoch is not None and (unit != "iteration" or iters_per_epoch <= 0):
+            raise DistilkitError("iters_per_epoch must be a positive int and needs unit='iteration'")
+        if not callable(schedule):
+            raise DistilkitError(f"schedule must be a callable t -> gamma, got {type(schedule).__name__}")
+        self.model = unwrap(model)
+        self.schedule = schedule
+        self.unit = unit
+        self.iters_per_epoch = iters_per_epoch
+        self.importance = importance_name(importance)
+        self._example_inputs = example_inputs
+        plan = plan_width(
+            self.model, ratio, hidden=hidden, blocks=blocks, block_indices=block_indices, importance=importance,
+            batches=batches, loss_fn=loss_fn, example_inputs=example_inputs, round_to=round_to,
+        )
+        self._plan = _agree_across_ranks(plan)
+        self.progress = 0.0
+        self._gamma = _clamp(schedule(0.0))
+        self._finalized = False
+        self._gates = [_Gate(self, s.hidden, d) for s, d in zip(self._plan.sites, self._plan.drops)]
+        self._handles = [s.fc2.register_forward_pre_hook(g) for s, g in zip(self._plan.sites, self._gates)]
+
+    # -- progress ----------------------------------------------------------------------------
+    @property
+    def gamma(self) -> float:
+        """Current gate of the channels to go (1 = untouched, 0 = removed)."""
+        return self._gamma
+
+    @property
+    def drops(self) -> dict[str, tuple[int, ...]]:
+        """Hidden channels that will be removed, per MLP module name (original numbering)."""
+        return {s.name: d for s, d in zip(self._plan.sites, self._plan.drops)}
+
+    def set_progress(self, t: float) -> float:
+        """Set progress in schedule units (fractional epochs for per-iteration updates); returns γ."""
+        if self._finalized:
+            raise DistilkitError("ProgressiveWidthPruner was finalized; its schedule cannot move")
+        t = float(t)
+        if not math.isfinite(t) or t < 0:
+            raise DistilkitError(f"width-pruning progress must be a finite number >= 0, got {t}")
+        self.progress = t
+        self._gamma = _clamp(self.schedule(t))
+        return self._gamma
+
+    def set_epoch(self, epoch: int) -> float:
+        """Set progress to 0-based epoch `epoch` (call at the start of each epoch); returns γ."""
+        if self.unit == "iteration" and self.iters_per_epoch is None:
+            raise DistilkitError("set_epoch needs unit='epoch' or iters_per_epoch; use set_progress")
+        return self.set_progress(epoch)
+
+    def step(self, n: int = 1) -> float:
+        """Advance by `n` units (epochs, or iterations with unit='iteration'); returns γ."""
+        per = 1.0 / self.iters_per_epoch if self.iters_per_epoch else 1.0
+        return self.set_progress(self.progress + n * per)
+
+    # -- checkpointing -----------------------------------------------------------------------
+    def _schedule_spec(self) -> Optional[dict[str, Any]]:
+        try:
+            return schedule_to_dict(self.schedule)  # type: ignore[arg-type]
+        except DistilkitError:
+            return None  # a custom callable: cannot be checked on resume
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able state: progress, schedule and the channel choice (so a resume keeps both)."""
+        return {
+            "progress": self.progress,
+            "mlps": [s.name for s in self._plan.sites],
+            "hidden_before": [s.hidden for s in self._plan.sites],
+            "hidden_after": list(self._plan.targets),
+            "drop": [list(d) for d in self._plan.drops],
+            "importance": self.importance,
+            "unit": self.unit,
+            "iters_per_epoch": self.iters_per_epoch,
+            "schedule": self._schedule_spec(),
+            "finalized": self._finalized,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume: same progress and the same channels as the saved run. The saved channel choice
+        replaces the one computed at construction (the weights have moved since it was made)."""
+        if self._finalized:
+            raise DistilkitError("ProgressiveWidthPruner was finalized; it cannot load a state")
+        if state.get("finalized"):
+            raise DistilkitError("width-pruning state comes from a finalized pruner; load the pruned model instead")
+        missing = [k for k in ("progress", "drop") if k not in state]
+        if missing:
+            raise DistilkitError(f"width-pruning state lacks {missing}")
+        expected = self.state_dict()
+        for key in ("mlps", "hidden_before", "hidden_after", "unit", "iters_per_epoch", "schedule"):
+            saved = state.get(key, expected[key])
+            if key == "schedule" and (saved is None or expected[key] is None):
+                continue
+            if saved != expected[key]:
+                raise DistilkitError(f"width-pruning state has {key}={saved!r} but this pruner has {expected[key]!r}")
+        drops = _checked_drops(self._plan, state["drop"])
+        self._plan = WidthPlan(self._plan.sites, self._plan.targets, drops)
+        for gate, site, drop in zip(self._gates, self._plan.sites, drops):
+            gate.choose(site.hidden, drop)
+        self.set_progress(state["progress"])
+
+    # -- end ---------------------------------------------------------------------------------
+    def remove(self) -> None:
+        """Detach the gates: the model behaves as unpruned again (γ = 1)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def finalize(self) -> WidthReport:
+        """Detach the gates and slice the chosen channels off (torch-pruning); returns the report.
+        fc1/fc2 get new Parameter objects, so build the next stage's optimiser afterwards."""
+        if self._finalized:
+            raise DistilkitError("ProgressiveWidthPruner.finalize() was already called")
+        if self._gamma > 0:
+            warnings.warn(f"finalizing width pruning at gamma={self._gamma:.3g}: the sliced model differs from the gated one")
+        self.remove()
+        report = apply_plan(self.model, self._plan, self.importance, self._example_inputs)
+        self._finalized = True
+        self._gamma = 0.0
+        return report
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{s.hidden}->{t}" for s, t in zip(self._plan.sites, self._plan.targets))
+        return f"ProgressiveWidthPruner(hidden=[{sizes}], progress={self.progress:g}, gamma={self._gamma:.4f})"
+
+
+def _clamp(gamma: float) -> float:
+    return min(max(float(gamma), 0.0), 1.0)
+
+
+def _checked_drops(plan: WidthPlan, saved: Any) -> tuple[tuple[int, ...], ...]:
+    """The saved channel lists, validated against this model's MLPs and targets."""
+    if not isinstance(saved, (list, tuple)) or len(saved) != len(plan.sites):
+        raise DistilkitError(f"width-pruning state: 'drop' must list channels for {len(plan.sites)} MLPs")
+    drops = []
+    for site, target, drop in zip(plan.sites, plan.targets, saved):
+        chans = sorted({int(c) for c in drop})
+        if len(chans) != len(drop) or len(chans) != site.hidden - target or any(not 0 <= c < site.hidden for c in chans):
+            raise DistilkitError(f"width-pruning state: bad channel list for {site.name} (need {site.hidden - target} distinct channels < {site.hidden})")
+        drops.append(tuple(chans))
+    return tuple(drops)
+
+
+def _agree_across_ranks(plan: WidthPlan) -> WidthPlan:
+    """Under torch.distributed every rank adopts rank 0's channel choice (data-driven scores differ per rank)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return plan
+    device = plan.sites[0].fc1.weight.device
+    masks = torch.cat([torch.zeros(s.hidden, dtype=torch.uint8) for s in plan.sites])
+    offset = 0
+    for site, drop in zip(plan.sites, plan.drops):
+        masks[offset + torch.tensor(drop, dtype=torch.long)] = 1
+        offset += site.hidden
+    masks = masks.to(device)
+    dist.broadcast(masks, src=0)
+    drops, offset = [], 0
+    for site in plan.sites:
+        drops.append(tuple(torch.nonzero(masks[offset : offset + site.hidden]).flatten().tolist()))
+        offset += site.hidden
+    return WidthPlan(plan.sites, plan.targets, tuple(drops))

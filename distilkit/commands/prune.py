@@ -1,0 +1,67 @@
+"""`distilkit prune --recipe NAME|PATH`: run a compression recipe end to end (resumable, torchrun-aware)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+
+def _plan_table(rows: list[dict], title: str):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("stage", "kind", "depth", "MLP r", "head", "params", "MMACs", "epochs"):
+        table.add_column(col, justify="left" if col in ("stage", "kind", "head") else "right", no_wrap=True)
+    for r in rows:
+        head = r["head"] + (f"/{r['bins']}" if r.get("bins") else "") + ("+score" if r["score_head"] else "")
+        table.add_row(r["name"], r["kind"], str(r["depth"]), f"{r['mlp_ratio']:g}", head, f"{r['params']:,}",
+                      f"{r['macs'] / 1e6:,.1f}", str(r["epochs"]))
+    return table
+
+
+def _loss_lines(rows: list[dict]) -> list[str]:
+    lines = []
+    for r in rows:
+        text = ", ".join(f"{k} ×{v:g}" for k, v in r["losses"].items())
+        if r.get("remove"):
+            text += f"; removes layers {r['remove']}"
+        lines.append(f"  {r['name']}: {text}")
+    return lines
+
+
+def prune(
+    recipe: str = typer.Option("mixformerv2-s", "--recipe", help="Shipped recipe name (see `distilkit recipes`) or path to a YAML recipe."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Budget from the recipe: demo (default with synthetic data) or paper (default with real data)."),
+    data: str = typer.Option("synthetic", "--data", help="Training data: synthetic[:N], got10k:DIR, lasot:DIR, trackingnet:DIR; comma-separated to mix."),
+    eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Evaluation data (same syntax, test splits); default: the held-out synthetic test split."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher checkpoint (distilkit model dir or official .pth.tar); skips teacher training."),
+    out: Optional[str] = typer.Option(None, "--out", help="Output directory (default runs/<recipe>)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (models, sampling)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out; finished stages are skipped."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan: each stage's architecture, params and MACs; train nothing."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available; torchrun picks cuda:LOCAL_RANK)."),
+) -> None:
+    """Run a compression recipe end to end: teacher, distillation and pruning stages, evaluation, report."""
+    from rich.console import Console
+
+    from distilkit.errors import DistilkitError
+    from distilkit.recipes.runner import PruneOptions, RecipeRun
+
+    if resume and force:
+        raise DistilkitError("--resume and --force contradict each other: pick one")
+    opts = PruneOptions(recipe=recipe, budget=budget, data=data, eval_data=eval_data, teacher=teacher, out=out,
+                        seed=seed, resume=resume, force=force, dry_run=dry_run, device=device)
+    run = RecipeRun(opts, Console(stderr=True))
+    result = run.run()
+    if dry_run:
+        console = Console(width=None if sys.stdout.isatty() else 120)
+        b = run.budget
+        console.print(f"recipe {run.recipe.name} ({run.recipe.source}), budget {run.budget_name}: {' '.join(b.description.split())}")
+        console.print(f"data {data}; crops template {b.template_size}px, search {b.search_size}px; MACs per full forward at batch 1")
+        console.print(_plan_table(result["plan"], f"{run.recipe.name}: plan ({run.budget_name} budget)"))
+        console.print("losses (weights) per stage:")
+        for line in _loss_lines(result["plan"]):
+            console.print(line, markup=False, highlight=False)

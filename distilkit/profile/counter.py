@@ -1,0 +1,88 @@
+"""`profile(model, inputs)`: exact MACs per module on top of torch's `FlopCounterMode`.
+
+torch's counter supplies the dispatch-level interception and per-module attribution; `ops.py`
+supplies the handles (mask-aware attention, vector products, other-op element counts). The
+forward runs once in eval mode under `torch.inference_mode()`; the model's mode is restored.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from distilkit.profile.inputs import Inputs, call_model, describe_inputs
+from distilkit.profile.ops import DATA_OPS, MAC_OPS, OTHER_OP_NAME, handles
+from distilkit.profile.result import ModuleCost, Profile
+
+
+class _OpCounter(FlopCounterMode):
+    """FlopCounterMode that also records executed ops no handle knows (neither MACs nor other ops)."""
+
+    def __init__(self) -> None:
+        super().__init__(display=False, custom_mapping=handles())
+        self.uncounted: Counter[str] = Counter()
+
+    def _count_flops(self, func_packet: Any, out: Any, args: Any, kwargs: Any) -> Any:
+        if func_packet not in self.flop_registry:
+            name = getattr(func_packet, "__name__", str(func_packet))
+            if name.split(".")[0] not in DATA_OPS:
+                self.uncounted[name] += 1
+        return super()._count_flops(func_packet, out, args, kwargs)
+
+
+def _split(counts: dict[Any, int]) -> tuple[int, dict[str, int]]:
+    """(MACs, other-op elements by group) from one module's op-keyed counts."""
+    flops = sum(v for op, v in counts.items() if op in MAC_OPS)
+    other: defaultdict[str, int] = defaultdict(int)
+    for op, v in counts.items():
+        if op in OTHER_OP_NAME:
+            other[OTHER_OP_NAME[op]] += v
+    return flops // 2, dict(other)
+
+
+def param_counts(model: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameters; a parameter shared by several modules counts once."""
+    params = {id(p): p for p in model.parameters()}.values()
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+
+
+def profile(model: nn.Module, inputs: Inputs) -> Profile:
+    """Count params, MACs (linear, conv, matmul, attention) and other ops of one forward of `model`."""
+    import torch
+
+    root = type(model).__name__
+    counter = _OpCounter()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), counter:
+            call_model(model, inputs)
+    finally:
+        model.train(was_training)
+
+    by_name: dict[str, dict[Any, int]] = {}
+    for tracked, counts in counter.get_flop_counts().items():
+        if tracked == root:
+            by_name[""] = counts
+        elif tracked.startswith(root + "."):
+            by_name[tracked[len(root) + 1:]] = counts
+    modules = {}
+    for name, module in model.named_modules():
+        macs, other = _split(by_name.get(name, {}))
+        modules[name] = ModuleCost(name, type(module).__name__, param_counts(module)[0], macs, other)
+
+    total_macs, total_other = _split(counter.get_flop_counts().get("Global", {}))
+    total, trainable = param_counts(model)
+    return Profile(
+        model=root,
+        inputs=describe_inputs(inputs),
+        params=total,
+        trainable_params=trainable,
+        macs=total_macs,
+        other_ops=total_other,
+        modules=modules,
+        uncounted_ops=dict(counter.uncounted),
+    )

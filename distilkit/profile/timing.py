@@ -1,0 +1,64 @@
+"""`latency(model, inputs)`: wall-clock forward time (median, p90) under inference mode."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+from torch import nn
+
+from distilkit.errors import DistilkitError
+from distilkit.profile.inputs import Inputs, call_model
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Forward latency over `iters` timed runs (warm-up runs excluded), in milliseconds."""
+
+    median_ms: float
+    p90_ms: float
+    min_ms: float
+    fps: float
+    threads: int
+    warmup: int
+    iters: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (
+            f"median {self.median_ms:.2f} ms, p90 {self.p90_ms:.2f} ms, {self.fps:.1f} FPS "
+            f"({self.threads} threads, {self.iters} runs after {self.warmup} warm-up)"
+        )
+
+
+def latency(model: nn.Module, inputs: Inputs, threads: int | None = None, warmup: int = 5, iters: int = 20) -> Timing:
+    """Time `iters` forwards of `model` in eval mode with `threads` intra-op threads (default: torch's)."""
+    import torch
+
+    if iters < 1 or warmup < 0:
+        raise DistilkitError(f"latency needs iters >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
+    if threads is not None and threads < 1:
+        raise DistilkitError(f"latency threads must be >= 1, got {threads}")
+    previous_threads = torch.get_num_threads()
+    was_training = model.training
+    model.eval()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        used = torch.get_num_threads()
+        times = []
+        with torch.inference_mode():
+            for i in range(warmup + iters):
+                start = time.perf_counter()
+                call_model(model, inputs)
+                if i >= warmup:
+                    times.append((time.perf_counter() - start) * 1e3)
+    finally:
+        torch.set_num_threads(previous_threads)
+        model.train(was_training)
+    median = statistics.median(times)
+    p90 = statistics.quantiles(times, n=10, method="inclusive")[-1] if len(times) > 1 else times[0]
+    return Timing(median, p90, min(times), 1e3 / median, used, warmup, iters)

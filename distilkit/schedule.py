@@ -7,10 +7,17 @@ updates). Every schedule is a pure function of `t`, so resuming only needs `t`.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Any, Union
 
 from distilkit.errors import DistilkitError
+
+
+def _check(name: str, m: float, offset: float) -> None:
+    real = all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (m, offset))
+    if not real or not (math.isfinite(m) and m >= 0) or not math.isfinite(offset):
+        raise DistilkitError(f"{name}: m must be a finite number >= 0 and offset finite, got m={m}, offset={offset}")
 
 
 def _clamped_fraction(t: float, m: float, offset: float) -> float:
@@ -37,6 +44,9 @@ class CosineSchedule:
         0-based epoch k the argument is k + 2 (γ < 1 in the first epoch, 0 from official epoch m − 1)."""
         return cls(m=m, offset=2.0)
 
+    def __post_init__(self) -> None:
+        _check("CosineSchedule", self.m, self.offset)
+
     def __call__(self, t: float) -> float:
         return 0.5 * (1.0 + math.cos(math.pi * _clamped_fraction(t, self.m, self.offset)))
 
@@ -47,6 +57,9 @@ class LinearSchedule:
 
     m: float = 40.0
     offset: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check("LinearSchedule", self.m, self.offset)
 
     def __call__(self, t: float) -> float:
         return 1.0 - _clamped_fraction(t, self.m, self.offset)
@@ -61,6 +74,7 @@ class StepSchedule:
     offset: float = 0.0
 
     def __post_init__(self) -> None:
+        _check("StepSchedule", self.m, self.offset)
         if self.steps < 1:
             raise DistilkitError(f"StepSchedule: steps must be >= 1, got {self.steps}")
 

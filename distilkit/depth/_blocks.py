@@ -1,0 +1,92 @@
+"""Find a model's block container by dotted path and edit it in place (shared by the depth tools)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from torch import nn
+
+from distilkit.errors import DistilkitError
+
+_PARALLEL_WRAPPERS = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+_DEPTH_ATTRS = ("depth", "num_layers", "n_layers", "num_blocks", "num_hidden_layers")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module DDP / DataParallel wrap (hooks and edits go on it), else `model` itself."""
+    while isinstance(model, _PARALLEL_WRAPPERS):
+        model = model.module
+    return model
+
+
+def resolve_blocks(model: nn.Module, path: str = "blocks") -> nn.Sequential | nn.ModuleList:
+    """The nn.Sequential / nn.ModuleList at dotted attribute `path` (e.g. "backbone.blocks")."""
+    target: object = unwrap(model)
+    walked: list[str] = []
+    for part in path.split("."):
+        walked.append(part)
+        if not part or not hasattr(target, part):
+            raise DistilkitError(
+                f"{type(unwrap(model)).__name__} has no attribute {'.'.join(walked)!r} (blocks={path!r})"
+            )
+        target = getattr(target, part)
+    if not isinstance(target, (nn.Sequential, nn.ModuleList)):
+        raise DistilkitError(
+            f"blocks={path!r} is a {type(target).__name__}, not an nn.Sequential or nn.ModuleList"
+        )
+    if len(target) == 0:
+        raise DistilkitError(f"blocks={path!r} is empty")
+    return target
+
+
+def check_layers(depth: int, layers: Sequence[int], what: str = "remove") -> list[int]:
+    """Validate 0-based layer indices (ints, in range, no duplicates); return them sorted."""
+    out: list[int] = []
+    for layer in layers:
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise DistilkitError(f"{what}: layer indices must be ints, got {layer!r}")
+        if not 0 <= layer < depth:
+            raise DistilkitError(f"{what}: layer {layer} is out of range for depth {depth} (0..{depth - 1})")
+        out.append(layer)
+    if len(set(out)) != len(out):
+        dupes = sorted({x for x in out if out.count(x) > 1})
+        raise DistilkitError(f"{what}: duplicate layer indices {dupes}")
+    return sorted(out)
+
+
+def drop_entries(container: nn.Sequential | nn.ModuleList, remove: Sequence[int]) -> None:
+    """Delete entries in place, renumbering "0".."n-1" keys (custom Sequential names are kept)."""
+    gone = set(remove)
+    names = list(container._modules)
+    kept = [(name, mod) for i, (name, mod) in enumerate(container._modules.items()) if i not in gone]
+    if names == [str(i) for i in range(len(names))]:
+        kept = [(str(i), mod) for i, (_, mod) in enumerate(kept)]
+    container._modules = OrderedDict(kept)
+
+
+def update_depth_records(model: nn.Module, path: str, old: int, kept: Sequence[int]) -> None:
+    """Keep common depth bookkeeping in step with the container: depth-like int attributes on the
+    model and the container's parent (and an HF-style `config`), and timm's `feature_info`."""
+    model = unwrap(model)
+    parent_path = path.rpartition(".")[0]
+    owners = [model] + ([model.get_submodule(parent_path)] if parent_path else [])
+    config = getattr(model, "config", None)
+    if config is not None and not isinstance(config, (dict, nn.Module)):
+        owners.append(config)
+    for owner in owners:
+        for attr in _DEPTH_ATTRS:
+            value = getattr(owner, attr, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value == old:
+                setattr(owner, attr, len(kept))
+    info = getattr(model, "feature_info", None)
+    if isinstance(info, list) and all(isinstance(x, dict) for x in info):
+        new_index = {str(o): str(n) for n, o in enumerate(kept)}
+        updated = []
+        for entry in info:
+            head, _, tail = str(entry.get("module", "")).rpartition(".")
+            if head != path:
+                updated.append(entry)
+            elif tail in new_index:
+                updated.append({**entry, "module": f"{path}.{new_index[tail]}"})
+        model.feature_info = updated

@@ -1,0 +1,172 @@
+"""distilkit.io: safetensors + arch.json round trips of depth- and width-pruned models, and errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import types
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from distilkit import io
+from distilkit.errors import DistilkitError
+
+VIT = dict(img_size=32, patch_size=8, num_classes=10)
+
+
+def slice_mlp(block: nn.Module, hidden: int) -> None:
+    """Keep `hidden` fc1 outputs / fc2 inputs, as a width pruner would."""
+    fc1, fc2 = block.mlp.fc1, block.mlp.fc2
+    keep = torch.randperm(fc1.out_features)[:hidden].sort().values
+    new1, new2 = nn.Linear(fc1.in_features, hidden), nn.Linear(hidden, fc2.out_features)
+    with torch.no_grad():
+        new1.weight.copy_(fc1.weight[keep]), new1.bias.copy_(fc1.bias[keep])
+        new2.weight.copy_(fc2.weight[:, keep]), new2.bias.copy_(fc2.bias)
+    block.mlp.fc1, block.mlp.fc2 = new1, new2
+
+
+def pruned_vit() -> nn.Module:
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, **VIT).eval()
+    for i in [10, 8, 7, 4, 3, 0]:  # 6 of 12 blocks, by hand
+        del model.blocks[i]
+    for i, block in enumerate(model.blocks):
+        slice_mlp(block, 700 - 97 * i)
+    return model
+
+
+def test_pruned_timm_vit_round_trip_without_pruning_code(tmp_path) -> None:
+    model, x = pruned_vit(), torch.randn(2, 3, 32, 32)
+    out = io.save(model, tmp_path / "ckpt")
+    assert sorted(p.name for p in out.iterdir()) == ["arch.json", "model.safetensors"]
+    spec = json.loads((out / "arch.json").read_text())
+    assert spec["format"] == "distilkit-arch/1" and spec["factory"] == "timm"
+    assert spec["config"]["architecture"] == "vit_tiny_patch16_224"
+    assert spec["param_count"] == sum(p.numel() for p in model.parameters())
+    assert {e["path"] for e in spec["edits"]} >= {"blocks.0.mlp.fc1", "blocks.5.mlp.fc2"}
+    torch.save(x, tmp_path / "x.pt")
+    torch.save(model(x).detach(), tmp_path / "y.pt")
+    script = textwrap.dedent(
+        f"""
+        import sys, torch
+        from distilkit import io
+        model = io.load({str(out)!r}).eval()
+        x = torch.load({str(tmp_path / 'x.pt')!r}); y = torch.load({str(tmp_path / 'y.pt')!r})
+        assert torch.equal(model(x), y), (model(x) - y).abs().max()
+        assert [b.mlp.fc1.out_features for b in model.blocks] == [700 - 97 * i for i in range(6)]
+        assert not [m for m in sys.modules if m.startswith(("distilkit.depth", "distilkit.width"))]
+        print("ok")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+class Tied(nn.Module):
+    def __init__(self, depth: int = 6, dim: int = 8) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(11, dim)
+        self.layers = nn.Sequential(*[self.block(dim) for _ in range(depth)])
+        self.out = nn.Linear(dim, 11, bias=False)
+        self.out.weight = self.embed.weight  # tied
+
+    @staticmethod
+    def block(dim: int) -> nn.Sequential:
+        return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 3 * dim), nn.GELU(), nn.Linear(3 * dim, dim))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.out(self.layers(self.embed(ids)))
+
+
+def test_registered_factory_with_truncated_container_and_tied_weights(tmp_path) -> None:
+    io.register_factory("test-tied", Tied)
+    torch.manual_seed(0)
+    model = Tied(depth=6)
+    del model.layers[4], model.layers[1]
+    inner = model.layers[0]
+    inner[1], inner[3] = nn.Linear(8, 5), nn.Linear(5, 8)
+    model.layers[2][0] = nn.LayerNorm(8, eps=1e-3)
+    io.save(model, tmp_path, arch={"factory": "test-tied", "config": {"depth": 6}})
+    edits = json.loads((tmp_path / "arch.json").read_text())["edits"]
+    assert edits[0] == {"op": "truncate", "path": "layers", "length": 4}
+    assert any(e["path"] == "layers.2.0" and e["attrs"] == {"eps": 1e-3} for e in edits)
+    loaded = io.load(tmp_path)
+    ids = torch.randint(0, 11, (2, 5))
+    assert torch.equal(loaded(ids), model(ids))
+    assert loaded.out.weight is loaded.embed.weight and len(loaded.layers) == 4
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_arch_spec_factory_inside_distilkit_and_belt_and_braces_edits(tmp_path, monkeypatch) -> None:
+    fake = types.ModuleType("distilkit._fake_models")
+
+    class Net(Tied):
+        def __init__(self, depth: int = 6) -> None:
+            super().__init__(depth)
+            self.depth = depth
+
+        def arch_spec(self) -> dict:
+            return {"factory": "distilkit._fake_models:build", "config": {"depth": self.depth}}
+
+    fake.build = Net
+    monkeypatch.setitem(sys.modules, "distilkit._fake_models", fake)
+    model = Net(depth=3)
+    model.layers[2][1], model.layers[2][3] = nn.Linear(8, 2), nn.Linear(2, 8)  # not in the config
+    io.save(model, tmp_path)
+    spec = io.read_arch(tmp_path)
+    assert spec["factory"] == "distilkit._fake_models:build" and spec["config"] == {"depth": 3}
+    ids = torch.randint(0, 11, (1, 4))
+    assert torch.equal(io.load(tmp_path)(ids), model(ids))
+
+
+def rewrite(path, **changes) -> None:
+    spec = json.loads((path / "arch.json").read_text())
+    spec.update(changes)
+    (path / "arch.json").write_text(json.dumps(spec))
+
+
+def test_errors_name_the_file_and_key(tmp_path) -> None:
+    with pytest.raises(DistilkitError, match="does not exist"):
+        io.load(tmp_path / "nope")
+    with pytest.raises(DistilkitError, match=f"{tmp_path} has no arch.json"):
+        io.load(tmp_path)
+    (tmp_path / "arch.json").write_text("{not json")
+    with pytest.raises(DistilkitError, match="arch.json: malformed JSON"):
+        io.load(tmp_path)
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2, **VIT)
+    io.save(model, tmp_path)
+    rewrite(tmp_path, factory="os:system")
+    with pytest.raises(DistilkitError, match="unknown factory 'os:system'"):
+        io.load(tmp_path)
+    rewrite(tmp_path, factory="not_a_module_xyz:build")
+    with pytest.raises(DistilkitError, match="unknown factory"):
+        io.load(tmp_path)
+    assert "not_a_module_xyz" not in sys.modules
+    rewrite(tmp_path, factory="timm", edits=[{"op": "reshape", "path": "head", "attrs": {"out_features": 7},
+                                                "tensors": {"weight": {"kind": "param", "shape": [7, 192]}}}])
+    with pytest.raises(DistilkitError, match=r"model.safetensors: head.weight has shape \(10, 192\)"):
+        io.load(tmp_path)
+    rewrite(tmp_path, edits=[], config={"architecture": "vit_tiny_patch16_224", "kwargs": {**VIT, "depth": 3}})
+    with pytest.raises(DistilkitError, match="model.safetensors: missing tensor 'blocks.2"):
+        io.load(tmp_path)
+    with pytest.raises(DistilkitError, match="cannot describe the architecture of Sequential"):
+        io.save(nn.Sequential(nn.Linear(2, 2)), tmp_path / "x")
+    with pytest.raises(DistilkitError, match="unknown factory 'never-registered'"):
+        io.save(nn.Linear(2, 2), tmp_path / "y", arch={"factory": "never-registered", "config": {}})
+
+
+def test_factory_taking_one_config_argument(tmp_path) -> None:
+    def build_from_config(config: dict) -> nn.Module:
+        return Tied(depth=config["depth"])
+
+    io.register_factory("test-config-arg", build_from_config)
+    model = Tied(depth=2)
+    io.save(model, tmp_path, arch={"factory": "test-config-arg", "config": {"depth": 2}})
+    ids = torch.randint(0, 11, (1, 3))
+    assert torch.equal(io.load(tmp_path)(ids), model(ids))

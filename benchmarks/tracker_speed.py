@@ -1,0 +1,126 @@
+"""Per-frame latency of MixFormerV2-S/-B on CPU: full forward vs template-cached path, with a roofline.
+
+Run: python benchmarks/tracker_speed.py [--frames 40] [--warmup 5] [--models mixformerv2-s mixformerv2-b] [--threads N]
+Random weights (speed does not depend on them). Paths are timed round-robin, frame by frame, so that
+load from other processes hits all of them alike; warm-up frames are excluded. The roofline line is
+the per-frame lower bound 2·MACs / (measured dense fp32 matmul FLOP/s) for each path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+
+from distilkit.trackers.mixformerv2 import MixFormerV2Config, build_model
+
+
+def block_macs(d: int, hidden: int, queries: int, keys: int, proj_tokens: int) -> int:
+    """One block: qkv on `proj_tokens`, attention of `queries` over `keys`, proj + MLP on `queries`."""
+    return proj_tokens * 3 * d * d + 2 * queries * keys * d + queries * (d * d + 2 * d * hidden)
+
+
+def analytic_macs(cfg: MixFormerV2Config, path: str) -> int:
+    """Multiply-accumulates of one frame (matmul/conv/attention only; norms and activations excluded).
+    path: "full" (all tokens, P-MAM), "cached" (search + prediction tokens only, last block trimmed to
+    the prediction tokens) or "cached-untrimmed"."""
+    if cfg.head != "t4":
+        raise ValueError("analytic MACs are implemented for T4-head models only")
+    d, p = cfg.embed_dim, cfg.num_pred_tokens
+    nt = cfg.template_tokens * (1 + cfg.num_online_templates)
+    s = cfg.search_feat_size**2
+    n = nt + s + p
+    patch = 3 * cfg.patch_size**2 * d
+    hid = cfg.head_hidden or d
+    heads = 4 * (d * hid + hid * cfg.bins) + (4 * (d * d + d) if cfg.score_head else 0)
+    hidden = cfg.block_mlp_hidden
+    if path == "full":
+        macs = (nt + s) * patch
+        for h in hidden:
+            macs += n * 3 * d * d + 2 * nt * nt * d + 2 * (s + p) * n * d + n * (d * d + 2 * d * h)
+        return macs + heads
+    macs = s * patch
+    for i, h in enumerate(hidden):
+        trimmed = path == "cached" and i == len(hidden) - 1
+        macs += block_macs(d, h, p if trimmed else s + p, n, s + p)
+    return macs + heads
+
+
+def matmul_peak_gflops(reps: int = 5) -> float:
+    """Best sustained fp32 GEMM rate over a few shapes (square and the model's own linear shapes)."""
+    best = 0.0
+    for m, k, n in ((1024, 1024, 1024), (2048, 2048, 2048), (200, 768, 2304), (329, 768, 3072)):
+        a, w = torch.randn(m, k), torch.randn(n, k)
+        inner = max(1, int(4e9 / (2 * m * k * n)))
+        for _ in range(2):
+            F.linear(a, w)
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                F.linear(a, w)
+            best = max(best, 2 * m * k * n * inner / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def time_paths(name: str, frames: int, warmup: int) -> tuple[MixFormerV2Config, dict[str, list[float]]]:
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    cfg = model.config
+    t = torch.randn(1, 3, cfg.template_size, cfg.template_size)
+    s = torch.randn(1, 3, cfg.search_size, cfg.search_size)
+    paths = {
+        "full": lambda: model(t, t, s),
+        "cached": lambda: model.forward_search(s),
+        "cached-untrimmed": lambda: model.forward_search(s, skip_unused=False),
+    }
+    times: dict[str, list[float]] = {k: [] for k in paths}
+    with torch.inference_mode():
+        model.set_templates(t, t)
+        ref = model(t, t, s)["boxes"]
+        assert torch.allclose(model.forward_search(s)["boxes"], ref, atol=1e-5)
+        for i in range(warmup + frames):
+            for key, fn in paths.items():
+                t0 = time.perf_counter()
+                fn()
+                if i >= warmup:
+                    times[key].append((time.perf_counter() - t0) * 1e3)
+    return cfg, times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=40)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--models", nargs="+", default=["mixformerv2-s", "mixformerv2-b"])
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: cores)")
+    args = ap.parse_args()
+    threads = args.threads
+    torch.set_num_threads(threads)
+    console = Console(width=150)
+    peak = matmul_peak_gflops()
+    console.print(f"torch {torch.__version__}, {threads} threads; dense fp32 matmul peak {peak:.0f} GFLOP/s")
+    table = Table(title="per-frame latency (ms), batch 1, fp32")
+    for col in ("model", "path", "GMAC", "median", "p90", "FPS", "roofline", "median/roofline", "speed-up"):
+        table.add_column(col, justify="right")
+    for name in args.models:
+        cfg, times = time_paths(name, args.frames, args.warmup)
+        full_median = float(np.median(times["full"]))
+        for path, ts in times.items():
+            macs = analytic_macs(cfg, path)
+            med, p90 = float(np.median(ts)), float(np.percentile(ts, 90))
+            bound = 2 * macs / (peak * 1e9) * 1e3
+            table.add_row(name, path, f"{macs / 1e9:.3f}", f"{med:.1f}", f"{p90:.1f}", f"{1e3 / med:.1f}",
+                          f"{bound:.1f}", f"{med / bound:.2f}x", f"{full_median / med:.2f}x")
+    console.print(table)
+    console.print("speed-up = full-forward median / path median; roofline = 2·MACs / matmul peak. "
+                  "cached: template K/V reused, last block computes the 4 prediction tokens only.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Tracker model families built on the distilkit toolkit."""

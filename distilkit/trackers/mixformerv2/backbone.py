@@ -1,0 +1,239 @@
+"""MixViT backbone with P-MAM asymmetric mixed attention (templates never look at the search).
+
+Token layout: template (T), online templates (n·T), search (S), prediction tokens (0 or 4, l r t b).
+Template queries attend to template keys only; search/prediction queries attend to all keys. Both
+halves are separate `scaled_dot_product_attention` calls so FLOPs counters see the real pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distilkit.trackers.mixformerv2.config import MixFormerV2Config
+
+
+def sincos_pos_embed_2d(dim: int, grid: int) -> torch.Tensor:
+    """Fixed MAE-style 2-D sin-cos table (grid², dim), row-major tokens; as in the official code the
+    first half of the channels encodes the column index, the second half the row index."""
+    if dim % 4:
+        raise ValueError(f"sin-cos position embedding needs dim divisible by 4, got {dim}")
+    omega = 1.0 / 10000 ** (np.arange(dim // 4, dtype=np.float64) / (dim / 4))
+    cols, rows = np.meshgrid(np.arange(grid, dtype=np.float64), np.arange(grid, dtype=np.float64))
+
+    def encode(pos: np.ndarray) -> np.ndarray:
+        out = np.outer(pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    table = np.concatenate([encode(cols), encode(rows)], axis=1)
+    return torch.from_numpy(table).float()
+
+
+@dataclass
+class TemplateKV:
+    """Per-layer template keys/values (B, heads, 2T, head_dim). Empty = record on the next call."""
+
+    k: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+
+
+class PatchConv(nn.Conv2d):
+    """Conv2d with kernel = stride = patch, run as one matmul over unfolded patches (the mkldnn
+    convolution is several times slower for this shape on CPU). Same parameters and hooks as Conv2d."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        p = self.kernel_size[0]
+        patches = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // p) * (w // p), c * p * p)
+        out = F.linear(patches, self.weight.reshape(self.out_channels, -1), self.bias)
+        return out.transpose(1, 2).reshape(b, self.out_channels, h // p, w // p)
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch projection: (B, 3, H, W) → (B, H·W/p², D)."""
+
+    def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3) -> None:
+        super().__init__()
+        self.proj = PatchConv(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class MixedAttention(nn.Module):
+    """Asymmetric mixed attention; `cache` switches between full, template-recording and cached use."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, num_template: int, cache: TemplateKV | None = None,
+                query_tail: int | None = None) -> torch.Tensor:
+        """x: all tokens (cache None), template tokens only (empty cache: fills it) or search and
+        prediction tokens only (filled cache: their keys are appended to the cached template ones).
+        query_tail=k (cached use only): outputs only for the last k tokens, which still see all keys."""
+        b, n, _ = x.shape
+        if query_tail is not None and (cache is None or cache.k is None):
+            raise ValueError("query_tail needs a filled template cache")
+        inner = self.qkv.out_features // 3
+        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, inner // self.num_heads).permute(2, 0, 3, 1, 4)
+        if cache is None:
+            out_t = F.scaled_dot_product_attention(q[:, :, :num_template], k[:, :, :num_template], v[:, :, :num_template])
+            out_s = F.scaled_dot_product_attention(q[:, :, num_template:], k, v)
+            out = torch.cat([out_t, out_s], dim=2)
+        elif cache.k is None:
+            if n != num_template:
+                raise ValueError(f"template recording expects {num_template} tokens, got {n}")
+            cache.k, cache.v = k.contiguous(), v.contiguous()
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            k_all = torch.cat([cache.k.expand(b, -1, -1, -1), k], dim=2)
+            v_all = torch.cat([cache.v.expand(b, -1, -1, -1), v], dim=2)
+            if query_tail is not None:
+                q, n = q[:, :, n - query_tail:], query_tail
+            out = F.scaled_dot_product_attention(q, k_all, v_all)
+        return self.proj(out.transpose(1, 2).reshape(b, n, inner))
+
+
+class Mlp(nn.Module):
+    """fc1 → GELU → fc2 (timm naming, so width pruners and official checkpoints fit)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x)) (branches unscaled)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, qkv_bias: bool = True, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = MixedAttention(dim, num_heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim, mlp_hidden)
+
+    def forward(self, x: torch.Tensor, num_template: int, cache: TemplateKV | None = None,
+                query_tail: int | None = None) -> torch.Tensor:
+        """query_tail=k (cached use only): update only the last k tokens (the prediction tokens of the
+        final block); the other rows are returned unchanged, so the output keeps the input's shape."""
+        if query_tail is None:
+            x = x + self.attn(self.norm1(x), num_template, cache)
+            return x + self.mlp(self.norm2(x))
+        y = x[:, x.shape[1] - query_tail:] + self.attn(self.norm1(x), num_template, cache, query_tail)
+        y = y + self.mlp(self.norm2(y))
+        return torch.cat([x[:, : x.shape[1] - query_tail], y], dim=1)
+
+
+class MixViTBackbone(nn.Module):
+    """Patch embedding, fixed sin-cos positions, prediction tokens and the stack of mixed blocks."""
+
+    def __init__(self, cfg: MixFormerV2Config) -> None:
+        super().__init__()
+        d = cfg.embed_dim
+        self.num_online = cfg.num_online_templates
+        self.template_tokens = cfg.template_tokens
+        self.patch_embed = PatchEmbed(cfg.patch_size, d)
+        # Parameters (not buffers) with requires_grad=False, exactly like the official model.
+        self.pos_embed_t = nn.Parameter(
+            sincos_pos_embed_2d(d, cfg.template_size // cfg.patch_size).unsqueeze(0), requires_grad=False
+        )
+        self.pos_embed_s = nn.Parameter(
+            sincos_pos_embed_2d(d, cfg.search_feat_size).unsqueeze(0), requires_grad=False
+        )
+        self.num_pred_tokens = cfg.num_pred_tokens
+        if self.num_pred_tokens:
+            self.reg_tokens = nn.Parameter(torch.zeros(1, self.num_pred_tokens, d))
+            self.pos_embed_reg = nn.Parameter(torch.zeros(1, self.num_pred_tokens, d))
+        self.blocks = nn.ModuleList(
+            Block(d, cfg.num_heads, h, cfg.qkv_bias, cfg.norm_eps) for h in cfg.block_mlp_hidden
+        )
+        if cfg.legacy_timm_params:
+            legacy_tokens = (cfg.legacy_img_size // cfg.patch_size) ** 2 + 1
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, d), requires_grad=False)
+            self.pos_embed = nn.Parameter(torch.zeros(1, legacy_tokens, d), requires_grad=False)
+            self.norm = nn.LayerNorm(d, eps=cfg.norm_eps).requires_grad_(False)
+            self.head = nn.Linear(d, cfg.legacy_num_classes).requires_grad_(False)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        w = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        if self.num_pred_tokens:
+            nn.init.trunc_normal_(self.reg_tokens, std=0.02)
+
+    def embed_templates(self, template: torch.Tensor, online: torch.Tensor) -> torch.Tensor:
+        """(B,3,t,t) and (B,n,3,t,t) → (B, (1+n)·T, D) template tokens with positions."""
+        b = template.shape[0]
+        z = self.patch_embed(template) + self.pos_embed_t
+        oz = self.patch_embed(online.flatten(0, 1)) + self.pos_embed_t
+        return torch.cat([z, oz.reshape(b, -1, z.shape[-1])], dim=1)
+
+    def embed_search(self, search: torch.Tensor) -> torch.Tensor:
+        """(B,3,s,s) → (B, S + prediction tokens, D)."""
+        x = self.patch_embed(search) + self.pos_embed_s
+        if not self.num_pred_tokens:
+            return x
+        pred = (self.reg_tokens + self.pos_embed_reg).expand(x.shape[0], -1, -1)
+        return torch.cat([x, pred], dim=1)
+
+    @property
+    def num_template_tokens(self) -> int:
+        return self.template_tokens * (1 + self.num_online)
+
+    def forward(self, template: torch.Tensor, online: torch.Tensor, search: torch.Tensor,
+                return_features: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Full forward over all tokens; returns the last token sequence and per-block outputs."""
+        x = torch.cat([self.embed_templates(template, online), self.embed_search(search)], dim=1)
+        nt = self.num_template_tokens
+        feats = []
+        for blk in self.blocks:
+            x = blk(x, nt)
+            if return_features:
+                feats.append(x)
+        return x, feats
+
+    def encode_templates(self, template: torch.Tensor, online: torch.Tensor) -> tuple[list[TemplateKV], list[torch.Tensor]]:
+        """Run the template tokens alone through every block, recording each layer's keys/values."""
+        z = self.embed_templates(template, online)
+        nt = z.shape[1]
+        caches, outs = [], []
+        for blk in self.blocks:
+            cache = TemplateKV()
+            z = blk(z, nt, cache)
+            caches.append(cache)
+            outs.append(z)
+        return caches, outs
+
+    def forward_cached(self, search: torch.Tensor, caches: list[TemplateKV], last_tail: int | None = None) -> list[torch.Tensor]:
+        """Search and prediction tokens only, attending to cached template keys; returns per-block outputs.
+        last_tail=k: the final block computes only the last k tokens (enough for token heads)."""
+        x = self.embed_search(search)
+        nt = self.num_template_tokens
+        outs = []
+        for i, (blk, cache) in enumerate(zip(self.blocks, caches)):
+            x = blk(x, nt, cache, last_tail if i == len(self.blocks) - 1 else None)
+            outs.append(x)
+        return outs
+
+
+__all__ = ["MixViTBackbone", "Block", "MixedAttention", "Mlp", "PatchEmbed", "TemplateKV", "sincos_pos_embed_2d"]

@@ -1,0 +1,171 @@
+"""MixFormerV2 / MixViT tracking model: backbone + box head (+ score head), full and cached forward."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from distilkit.errors import DistilkitError
+from distilkit.trackers.mixformerv2.backbone import MixViTBackbone, TemplateKV
+from distilkit.trackers.mixformerv2.config import MixFormerV2Config, preset
+from distilkit.trackers.mixformerv2.heads import CornerHead, PyCornerHead, ScoreHead, T4Head
+
+FACTORY = "distilkit.trackers.mixformerv2:build_model_from_config"
+
+
+def _check_image(t: torch.Tensor, size: int, what: str, leading: int = 1) -> None:
+    """Raise DistilkitError unless t is (B, [n,] 3, size, size)."""
+    expected = (3, size, size)
+    if not isinstance(t, torch.Tensor) or t.dim() != 3 + leading or tuple(t.shape[-3:]) != expected:
+        got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+        lead = "B, " if leading == 1 else "B, n, "
+        raise DistilkitError(f"{what}: expected shape ({lead}3, {size}, {size}), got {got}")
+
+
+class MixFormerV2(nn.Module):
+    """Tracking model. forward(template, online_template, search) → dict (see `forward`)."""
+
+    def __init__(self, config: MixFormerV2Config) -> None:
+        super().__init__()
+        self._base_config = config
+        self.backbone = MixViTBackbone(config)
+        if config.head == "t4":
+            self.box_head: nn.Module = T4Head(config.embed_dim, config.bins, config.head_hidden)
+        elif config.head == "corner":
+            self.box_head = CornerHead(config.embed_dim, config.corner_channel)
+        else:
+            self.box_head = PyCornerHead(config.embed_dim, config.corner_channel)
+        self.score_head = ScoreHead(config.embed_dim, config.score_variant) if config.score_head else None
+        self._templates: tuple[torch.Tensor, list[TemplateKV], list[torch.Tensor]] | None = None
+
+    @property
+    def config(self) -> MixFormerV2Config:
+        """The architecture as it is now (depth/width read from the modules, so pruning shows)."""
+        return self.live_config()
+
+    # inputs ------------------------------------------------------------------------------
+    def _online(self, online: torch.Tensor) -> torch.Tensor:
+        """Accept (B,3,t,t) for one online template or (B,n,3,t,t); return (B,n,3,t,t)."""
+        n, t = self._base_config.num_online_templates, self._base_config.template_size
+        if isinstance(online, torch.Tensor) and online.dim() == 4 and n == 1:
+            online = online.unsqueeze(1)
+        _check_image(online, t, "online_template", leading=2)
+        if online.shape[1] != n:
+            raise DistilkitError(f"online_template: expected {n} online template(s), got {online.shape[1]}")
+        return online
+
+    def _check_templates(self, template: torch.Tensor, online: torch.Tensor) -> torch.Tensor:
+        _check_image(template, self._base_config.template_size, "template")
+        online = self._online(online)
+        if online.shape[0] != template.shape[0]:
+            raise DistilkitError(f"template batch {template.shape[0]} != online_template batch {online.shape[0]}")
+        return online
+
+    # heads -------------------------------------------------------------------------------
+    def _heads(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """tokens: search (+ prediction) tokens after the last block."""
+        cfg = self._base_config
+        s = cfg.search_feat_size
+        n_pred = cfg.num_pred_tokens
+        if n_pred:
+            pred = tokens[:, -n_pred:]
+            out = self.box_head(pred)
+            if self.score_head is not None:
+                out["score"] = self.score_head(pred)
+            return out
+        feat = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], s, s)
+        return self.box_head(feat)
+
+    # forward paths -----------------------------------------------------------------------
+    def forward(self, template: torch.Tensor, online_template: torch.Tensor, search: torch.Tensor,
+                return_features: bool = False) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """Full forward. Returns boxes (B,4 normalised xyxy); side_logits (B,4,bins; l t r b) for T4 or
+        corner_logits (B,2,H·W; tl, br) for corner heads; score (B,) logit with a score head;
+        features (per-block outputs, full token sequence) when return_features."""
+        online = self._check_templates(template, online_template)
+        _check_image(search, self._base_config.search_size, "search")
+        if search.shape[0] != template.shape[0]:
+            raise DistilkitError(f"search batch {search.shape[0]} != template batch {template.shape[0]}")
+        x, feats = self.backbone(template, online, search, return_features)
+        out: dict[str, Any] = self._heads(x[:, self.backbone.num_template_tokens:])
+        if return_features:
+            out["features"] = feats
+        return out
+
+    def set_templates(self, template: torch.Tensor, online_template: torch.Tensor) -> None:
+        """Compute every layer's template keys/values once; `forward_search` then reuses them."""
+        online = self._check_templates(template, online_template)
+        caches, outs = self.backbone.encode_templates(template, online)
+        self._templates = (template, caches, outs)
+
+    def update_online_template(self, online_template: torch.Tensor) -> None:
+        """Replace only the online template(s); the cache is recomputed (templates attend to each other)."""
+        if self._templates is None:
+            raise DistilkitError("update_online_template: call set_templates(template, online_template) first")
+        self.set_templates(self._templates[0], online_template)
+
+    def clear_templates(self) -> None:
+        """Drop the template cache."""
+        self._templates = None
+
+    @property
+    def has_templates(self) -> bool:
+        return self._templates is not None
+
+    def forward_search(self, search: torch.Tensor, return_features: bool = False, skip_unused: bool = True) -> dict[str, Any]:
+        """Per-frame forward with the cached templates; same outputs as `forward`, template work skipped.
+        A cache of batch 1 is shared by every search image of the batch. skip_unused (T4 heads, no
+        features): the last block updates only the prediction tokens, the only ones the heads read."""
+        if self._templates is None:
+            raise DistilkitError("forward_search: no templates cached, call set_templates(template, online_template)")
+        _check_image(search, self._base_config.search_size, "search")
+        _, caches, t_outs = self._templates
+        tb = caches[0].k.shape[0]
+        if tb not in (1, search.shape[0]):
+            raise DistilkitError(f"search batch {search.shape[0]} does not match cached template batch {tb}")
+        n_pred = self._base_config.num_pred_tokens
+        tail = n_pred if (skip_unused and n_pred and not return_features) else None
+        outs = self.backbone.forward_cached(search, caches, tail)
+        out: dict[str, Any] = self._heads(outs[-1])
+        if return_features:
+            b = search.shape[0]
+            out["features"] = [torch.cat([t.expand(b, -1, -1), s], dim=1) for t, s in zip(t_outs, outs)]
+        return out
+
+    # description ---------------------------------------------------------------------------
+    def live_config(self) -> MixFormerV2Config:
+        """Config re-derived from the module shapes, so depth/width-pruned models are described correctly."""
+        bb = self.backbone
+        changes: dict[str, Any] = {
+            "embed_dim": bb.patch_embed.proj.out_channels,
+            "depth": len(bb.blocks),
+            "mlp_hidden": [blk.mlp.fc1.out_features for blk in bb.blocks],
+        }
+        if bb.blocks:
+            changes["num_heads"] = bb.blocks[0].attn.num_heads
+        head = self.box_head
+        if isinstance(head, T4Head):
+            changes["bins"] = head.layers[1][0].out_features
+            changes["head_hidden"] = head.layers[0][0].out_features
+        else:
+            changes["corner_channel"] = head.conv1_tl[0].out_channels
+        return dataclasses.replace(self._base_config, **changes)
+
+    def arch_spec(self) -> dict[str, Any]:
+        """What distilkit.io stores next to the weights to rebuild this (possibly pruned) model."""
+        return {"factory": FACTORY, "config": self.live_config().to_dict()}
+
+
+def build_model_from_config(config: MixFormerV2Config | dict[str, Any]) -> MixFormerV2:
+    """Build from a config object or its dict form (as stored in arch.json)."""
+    if isinstance(config, dict):
+        config = MixFormerV2Config.from_dict(config)
+    return MixFormerV2(config)
+
+
+def build_model(name: str, **overrides: Any) -> MixFormerV2:
+    """Build a named model (mixvit-b, mixvit-b-corner, mixformerv2-12l/-b/-s and their -tiny variants)."""
+    return MixFormerV2(preset(name, **overrides))

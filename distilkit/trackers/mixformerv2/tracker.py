@@ -1,0 +1,112 @@
+"""Single-object tracker around a MixFormerV2 model: crops, cached templates, online template update.
+
+Online update (official rule): a frame whose sigmoid(score) > score_threshold and is the best since
+the last update gives the candidate online template; every `update_interval` frames the candidate
+replaces the oldest online template and the template cache is recomputed. Models without a score head
+do no online update and report score NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from distilkit.data.crop import CropWindow, clip_box, crop_around
+from distilkit.errors import DistilkitError
+from distilkit.trackers.mixformerv2.model import MixFormerV2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class MixFormerV2Tracker:
+    """pytracking-style tracker: `initialize(image, box_xywh)`, then `track(image) -> (box_xywh, score)`."""
+
+    def __init__(
+        self,
+        model: MixFormerV2,
+        template_factor: float = 2.0,
+        search_factor: float | None = None,
+        template_size: int | None = None,
+        search_size: int | None = None,
+        update_interval: int = 200,
+        score_threshold: float = 0.5,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        cfg = model.config
+        self.template_size = cfg.template_size if template_size is None else template_size
+        self.search_size = cfg.search_size if search_size is None else search_size
+        if (self.template_size, self.search_size) != (cfg.template_size, cfg.search_size):
+            raise DistilkitError(
+                f"tracker sizes {self.template_size}/{self.search_size} do not match the model's "
+                f"{cfg.template_size}/{cfg.search_size} (template/search)"
+            )
+        if update_interval < 1:
+            raise DistilkitError(f"update_interval must be >= 1, got {update_interval}")
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.template_factor = template_factor
+        self.search_factor = cfg.search_factor if search_factor is None else search_factor
+        self.update_interval = update_interval
+        self.score_threshold = score_threshold
+        self.online_update = model.score_head is not None
+        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        self.state: np.ndarray | None = None
+
+    def _to_tensor(self, patch: np.ndarray) -> torch.Tensor:
+        """uint8 H×W×3 crop → normalised (1, 3, H, W) float tensor."""
+        patch = patch if patch.flags.writeable else patch.copy()  # PIL-backed crops are read-only
+        x = torch.from_numpy(patch).to(self.device).permute(2, 0, 1).unsqueeze(0).float()
+        return (x / 255.0 - self._mean) / self._std
+
+    def _template(self, image: np.ndarray, box: np.ndarray) -> torch.Tensor:
+        patch, _ = crop_around(image, box, self.template_factor, self.template_size)
+        return self._to_tensor(patch)
+
+    @torch.no_grad()
+    def initialize(self, image: np.ndarray, box_xywh: np.ndarray) -> None:
+        """Start tracking the target at `box_xywh` (x, y, w, h in pixels) in the first frame."""
+        box = np.asarray(box_xywh, dtype=np.float64).reshape(4)
+        if not (box[2] > 0 and box[3] > 0):
+            raise DistilkitError(f"initial box must have positive width and height, got {box.tolist()}")
+        self.template = self._template(image, box)
+        n = self.model.config.num_online_templates
+        self.online = self.template.unsqueeze(1).repeat(1, n, 1, 1, 1)
+        self.model.set_templates(self.template, self.online)
+        self.state = box
+        self.frame_id = 0
+        self.best_score = -math.inf
+        self.candidate = self.template
+        self.forget_id = 0
+
+    @torch.no_grad()
+    def track(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """Locate the target in the next frame; returns (x, y, w, h) in pixels and the confidence."""
+        if self.state is None:
+            raise DistilkitError("track() called before initialize(image, box_xywh)")
+        self.frame_id += 1
+        patch, window = crop_around(image, self.state, self.search_factor, self.search_size)
+        out = self.model.forward_search(self._to_tensor(patch))
+        box = self._box_to_image(out["boxes"][0].cpu().numpy(), window, image.shape[:2])
+        self.state = box
+        score = torch.sigmoid(out["score"][0]).item() if "score" in out else float("nan")
+        if self.online_update:
+            self._update_online(image, score)
+        return box.copy(), score
+
+    def _box_to_image(self, xyxy: np.ndarray, window: CropWindow, image_hw: tuple[int, int]) -> np.ndarray:
+        return clip_box(window.box_from_crop(xyxy), image_hw, margin=10.0)
+
+    def _update_online(self, image: np.ndarray, score: float) -> None:
+        if score > self.score_threshold and score > self.best_score:
+            self.candidate = self._template(image, self.state)
+            self.best_score = score
+        if self.frame_id % self.update_interval == 0:
+            self.online[:, self.forget_id] = self.candidate[0]
+            self.forget_id = (self.forget_id + 1) % self.online.shape[1]
+            self.model.update_online_template(self.online)
+            self.best_score = -math.inf
+            self.candidate = self.template

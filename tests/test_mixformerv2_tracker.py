@@ -1,0 +1,129 @@
+"""MixFormerV2Tracker on synthetic sequences: cropping, mapping back, clipping, online template update.
+
+The model is a real tiny MixFormerV2 (its template cache is built and used every frame) whose box and
+score outputs are replaced by an exact pixel-threshold detector on the de-normalised search crop. The
+detector only sees the crop, so the tracker must crop around the right place, normalise correctly and
+map boxes back exactly for the target to be followed; any error there shows as drift.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from distilkit.errors import DistilkitError
+from distilkit.trackers.mixformerv2 import MixFormerV2, MixFormerV2Tracker, build_model
+from distilkit.trackers.mixformerv2.tracker import IMAGENET_MEAN, IMAGENET_STD
+
+H, W, SIDE = 200, 260, 20
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Batch-1 tiny models run faster (and steadier on shared cores) on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class BrightTargetOracle(MixFormerV2):
+    """Runs the real cached forward, then replaces boxes/score by where the bright target is in the crop."""
+
+    def forward_search(self, search: torch.Tensor, **kwargs) -> dict:
+        out = super().forward_search(search, **kwargs)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        pixels = (search * std + mean).mean(dim=1)  # back to [0, 1] grey
+        boxes, scores = [], []
+        for mask in pixels > 0.6:
+            ys, xs = torch.nonzero(mask, as_tuple=True)
+            if len(xs) == 0:
+                boxes.append(torch.tensor([0.4, 0.4, 0.6, 0.6]))
+                scores.append(-4.0)
+                continue
+            h, w = mask.shape
+            boxes.append(torch.stack([xs.min() / w, ys.min() / h, (xs.max() + 1) / w, (ys.max() + 1) / h]).float())
+            scores.append(4.0)
+        out["boxes"] = torch.stack(boxes)
+        if "score" in out:
+            out["score"] = torch.tensor(scores)
+        return out
+
+
+def oracle(name: str) -> BrightTargetOracle:
+    return BrightTargetOracle(build_model(name).config).eval()
+
+
+def frame(x: float, y: float, visible: bool = True, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = (rng.random((H, W, 3)) * 90).astype(np.uint8)  # dark noise, below the detector threshold
+    if visible:
+        x0, y0 = int(round(x)), int(round(y))
+        img[max(y0, 0):max(y0 + SIDE, 0), max(x0, 0):max(x0 + SIDE, 0)] = 235
+    return img
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def test_tracker_follows_target_moving_in_a_straight_line() -> None:
+    tracker = MixFormerV2Tracker(oracle("mixformerv2-s-tiny"), update_interval=7)
+    xs, ys = np.linspace(15, 215, 31), np.linspace(20, 150, 31)  # ~8 px/frame, 240 px in total
+    tracker.initialize(frame(xs[0], ys[0], seed=0), np.array([xs[0], ys[0], SIDE, SIDE]))
+    ious = []
+    for i in range(1, len(xs)):
+        box, score = tracker.track(frame(xs[i], ys[i], seed=i))
+        assert box.shape == (4,) and score > 0.9
+        ious.append(iou(box, np.array([xs[i], ys[i], SIDE, SIDE])))
+    # The window (4x the target) is 80 px wide, the path 240 px: without correct crops and mapping
+    # back the target leaves the window within a few frames.
+    assert min(ious) > 0.6 and float(np.mean(ious)) > 0.8, ious
+
+
+def test_online_template_takes_best_visible_frame_every_interval() -> None:
+    model = oracle("mixformerv2-b-tiny")
+    tracker = MixFormerV2Tracker(model, update_interval=4)
+    tracker.initialize(frame(100, 80), np.array([100, 80, SIDE, SIDE]))
+    initial = tracker.online.clone()
+    cache_before = model._templates[1][0].k.clone()
+    for _ in range(3):
+        tracker.track(frame(100, 80, visible=False))  # occluded: low score, no candidate
+    assert tracker.best_score == -math.inf
+    tracker.track(frame(100, 80, visible=False))  # frame 4: update with the initial template only
+    assert torch.equal(tracker.online, initial)
+    for i in range(4):
+        tracker.track(frame(104 + 2 * i, 80, seed=i + 10))  # visible, high score: candidates
+    assert not torch.equal(tracker.online, initial), "visible frames must replace the online template"
+    assert not torch.equal(model._templates[1][0].k, cache_before), "the template cache must be recomputed"
+    assert tracker.best_score == -math.inf  # reset after the update
+
+
+def test_model_without_score_head_keeps_its_templates_and_clips() -> None:
+    tracker = MixFormerV2Tracker(oracle("mixformerv2-12l-tiny"), update_interval=1)
+    tracker.initialize(frame(200, 150), np.array([200, 150, SIDE, SIDE]))
+    initial = tracker.online.clone()
+    for i in range(1, 16):  # run off the bottom-right corner of the image
+        box, score = tracker.track(frame(200 + 7 * i, 150 + 5 * i, seed=i))
+        assert math.isnan(score)
+        assert box[0] <= W - 10 and box[1] <= H - 10 and box[0] >= 0 and box[1] >= 0
+        assert box[2] >= 10 and box[3] >= 10
+    assert torch.equal(tracker.online, initial)
+
+
+def test_tracker_input_errors() -> None:
+    model = build_model("mixformerv2-s-tiny")
+    with pytest.raises(DistilkitError, match="do not match"):
+        MixFormerV2Tracker(model, search_size=128)
+    tracker = MixFormerV2Tracker(model)
+    with pytest.raises(DistilkitError, match="initialize"):
+        tracker.track(frame(10, 10))
+    with pytest.raises(DistilkitError, match="positive"):
+        tracker.initialize(frame(10, 10), np.array([10, 10, 0, 5]))

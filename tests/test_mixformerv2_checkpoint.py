@@ -14,14 +14,6 @@ from distilkit.trackers.mixformerv2 import build_model, load_official_checkpoint
 D, HEADS, P, TS, SS = 64, 4, 8, 32, 64  # the -tiny sizes
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster (and steadier on shared cores) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def official_state_dict(depth: int, mlp: int, head: str, bins: int = 48, score: bool = False,
                         channel: int = 32, legacy: bool = False, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -19,14 +19,6 @@ from distilkit.trackers.mixformerv2 import (
 TINY = [name for name in PRESETS if name.endswith("-tiny")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster (and steadier on shared cores) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

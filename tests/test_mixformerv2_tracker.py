@@ -21,14 +21,6 @@ from distilkit.trackers.mixformerv2.tracker import IMAGENET_MEAN, IMAGENET_STD
 H, W, SIDE = 200, 260, 20
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Batch-1 tiny models run faster (and steadier on shared cores) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 class BrightTargetOracle(MixFormerV2):
     """Runs the real cached forward, then replaces boxes/score by where the bright target is in the crop."""

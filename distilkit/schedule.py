@@ -105,3 +105,82 @@ def schedule_from_dict(spec: dict[str, Any]) -> Schedule:
         return _KINDS[kind](**spec)
     except TypeError as err:
         raise DistilkitError(f"bad arguments for {kind} schedule: {err}") from None
+
+
+UNITS = ("epoch", "iteration")
+
+
+class ScheduledGamma:
+    """Progress bookkeeping shared by the progressive pruners: progress t → γ = schedule(t).
+
+    t is in epochs: `set_epoch(e)` (0-based) once per epoch, or `step()`; with unit="iteration",
+    `step()` advances 1/iters_per_epoch (or one schedule unit if `iters_per_epoch` is None, i.e.
+    the schedule's m counts iterations). Subclasses set `_what` (used in messages) and call
+    `_init_schedule` in their constructor.
+    """
+
+    _what = "pruning"
+
+    def _init_schedule(self, schedule: Any, unit: str, iters_per_epoch: int | None) -> None:
+        if unit not in UNITS:
+            raise DistilkitError(f"unknown {self._what} unit {unit!r}; expected one of {list(UNITS)}")
+        if iters_per_epoch is not None and (unit != "iteration" or iters_per_epoch <= 0):
+            raise DistilkitError("iters_per_epoch must be a positive int and needs unit='iteration'")
+        if not callable(schedule):
+            raise DistilkitError(f"schedule must be a callable t -> gamma, got {type(schedule).__name__}")
+        self.schedule = schedule
+        self.unit = unit
+        self.iters_per_epoch = iters_per_epoch
+        self._finalized = False
+        self.set_progress(0.0)
+
+    @property
+    def gamma(self) -> float:
+        """Current γ: 1 = untouched, 0 = as after `finalize()`."""
+        return self._gamma
+
+    def set_progress(self, t: float) -> float:
+        """Set progress in schedule units (fractional epochs for per-iteration updates); returns γ."""
+        if self._finalized:
+            raise DistilkitError(f"{type(self).__name__} was finalized; its schedule cannot move")
+        t = float(t)
+        if not math.isfinite(t) or t < 0:
+            raise DistilkitError(f"{self._what} progress must be a finite number >= 0, got {t}")
+        self.progress = t
+        self._gamma = min(max(float(self.schedule(t)), 0.0), 1.0)
+        return self._gamma
+
+    def set_epoch(self, epoch: int) -> float:
+        """Set progress to 0-based epoch `epoch` (call at the start of each epoch); returns γ."""
+        if self.unit == "iteration" and self.iters_per_epoch is None:
+            raise DistilkitError("set_epoch needs unit='epoch' or iters_per_epoch; use set_progress")
+        return self.set_progress(epoch)
+
+    def step(self, n: int = 1) -> float:
+        """Advance by `n` units (epochs, or iterations with unit='iteration'); returns γ."""
+        per = 1.0 / self.iters_per_epoch if self.iters_per_epoch else 1.0
+        return self.set_progress(self.progress + n * per)
+
+    def _schedule_state(self) -> dict[str, Any]:
+        """The JSON-able progress part of a pruner's state dict."""
+        try:
+            spec: dict[str, Any] | None = schedule_to_dict(self.schedule)  # type: ignore[arg-type]
+        except DistilkitError:
+            spec = None  # a custom callable: cannot be checked on resume
+        return {"progress": self.progress, "unit": self.unit, "iters_per_epoch": self.iters_per_epoch, "schedule": spec}
+
+    def _check_resumable(self, state: dict[str, Any], keys: tuple[str, ...]) -> None:
+        """Refuse a saved state whose `keys` differ from this pruner's (resuming would change γ or the choice)."""
+        if self._finalized:
+            raise DistilkitError(f"{type(self).__name__} was finalized; it cannot load a state")
+        if state.get("finalized"):
+            raise DistilkitError(f"{self._what} state comes from a finalized pruner; load the pruned model instead")
+        if "progress" not in state:
+            raise DistilkitError(f"{self._what} state lacks 'progress'")
+        expected = self.state_dict()  # type: ignore[attr-defined]
+        for key in keys + ("unit", "iters_per_epoch", "schedule"):
+            saved = state.get(key, expected[key])
+            if key == "schedule" and (saved is None or expected[key] is None):
+                continue
+            if saved != expected[key]:
+                raise DistilkitError(f"{self._what} state has {key}={saved!r} but this pruner has {expected[key]!r}")

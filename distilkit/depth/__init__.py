@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from distilkit.depth._blocks import resolve_blocks, unwrap
+from distilkit.blocks import resolve_blocks, unwrap
 from distilkit.depth.influence import block_influence
 from distilkit.depth.init import init_student_from_layers, shallow_copy
 from distilkit.depth.layermap import LayerMap, remove_layers

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from distilkit.depth._blocks import resolve_blocks, unwrap
+from distilkit.blocks import resolve_blocks, unwrap
 from distilkit.errors import DistilkitError
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from distilkit.depth._blocks import check_layers, resolve_blocks, unwrap
+from distilkit.blocks import check_layers, resolve_blocks, unwrap
 from distilkit.depth.layermap import remove_layers
 from distilkit.depth.select import select_layers
 from distilkit.errors import DistilkitError

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from distilkit.depth._blocks import check_layers, drop_entries, resolve_blocks, update_depth_records
+from distilkit.blocks import check_layers, drop_entries, resolve_blocks, update_depth_records
 from distilkit.errors import DistilkitError
 
 

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from distilkit.depth._blocks import check_layers, resolve_blocks, unwrap
+from distilkit.blocks import check_layers, resolve_blocks, unwrap
 from distilkit.depth.influence import block_input, first_tensor
 from distilkit.depth.layermap import LayerMap, remove_layers
 from distilkit.errors import DistilkitError
-from distilkit.schedule import CosineSchedule, schedule_to_dict
+from distilkit.schedule import CosineSchedule, ScheduledGamma
 
 MODES = ("branch", "block")
-UNITS = ("epoch", "iteration")
 # Residual branch i of a block ends at the first of these that exists and is not shared:
 # timm Block: x + drop_path1(ls1(attn(norm1(x)))), and drop_path/ls are linear, so scaling
 # their output is scaling the branch (also right for post-norm blocks like timm ResPostBlock).
@@ -31,16 +29,16 @@ def _scale(output: Any, gamma: float) -> Any:
     raise DistilkitError(f"PMDP branch output must be a tensor, got {type(output).__name__}")
 
 
-class ProgressiveDepthPruner:
+class ProgressiveDepthPruner(ScheduledGamma):
     """Fade blocks `remove` (0-based; kept as `.removed`) of `model.<blocks>` by γ = schedule(t).
 
     mode="branch": x + γ·attn(norm1(x)), x + γ·mlp(norm2(x)) (the paper; blocks need `attn`
     and `mlp`). mode="block": x + γ·(block(x) − x) for any block. γ = 1 is exactly the
     unpruned model and γ = 0 exactly the model after `finalize()`. `remove()` detaches the hooks.
-    Progress t is in epochs: call `set_epoch(e)` (0-based) once per epoch, or `step()`;
-    with unit="iteration", `step()` advances 1/iters_per_epoch (or one schedule unit if
-    `iters_per_epoch` is None, i.e. the schedule's m counts iterations).
+    Progress (`set_epoch`, `set_progress`, `step`) is that of `distilkit.schedule.ScheduledGamma`.
     """
+
+    _what = "PMDP"
 
     def __init__(
         self,
@@ -54,12 +52,6 @@ class ProgressiveDepthPruner:
     ) -> None:
         if mode not in MODES:
             raise DistilkitError(f"unknown PMDP mode {mode!r}; expected one of {list(MODES)}")
-        if unit not in UNITS:
-            raise DistilkitError(f"unknown PMDP unit {unit!r}; expected one of {list(UNITS)}")
-        if iters_per_epoch is not None and (unit != "iteration" or iters_per_epoch <= 0):
-            raise DistilkitError("iters_per_epoch must be a positive int and needs unit='iteration'")
-        if not callable(schedule):
-            raise DistilkitError(f"schedule must be a callable t -> gamma, got {type(schedule).__name__}")
         self.model = unwrap(model)
         self.blocks = blocks
         container = resolve_blocks(self.model, blocks)
@@ -67,12 +59,8 @@ class ProgressiveDepthPruner:
         self.removed = check_layers(self.depth, remove)
         if len(self.removed) == self.depth:
             raise DistilkitError(f"cannot remove all {self.depth} blocks of {blocks!r}")
-        self.schedule = schedule
         self.mode = mode
-        self.unit = unit
-        self.iters_per_epoch = iters_per_epoch
-        self._finalized = False
-        self.set_progress(0.0)
+        self._init_schedule(schedule, unit, iters_per_epoch)
         self._handles = self._attach(container)
 
     # -- hooks -------------------------------------------------------------------------------
@@ -113,65 +101,20 @@ class ProgressiveDepthPruner:
         mixed = torch.lerp(x, out, gamma)  # exactly x at γ = 0, still in the graph (DDP sees the grads)
         return mixed if isinstance(output, torch.Tensor) else (mixed, *output[1:])
 
-    # -- progress ----------------------------------------------------------------------------
-    @property
-    def gamma(self) -> float:
-        """Current scale of the removed blocks' residual contribution."""
-        return self._gamma
-
-    def set_progress(self, t: float) -> float:
-        """Set progress in schedule units (fractional epochs for per-iteration updates); returns γ."""
-        if self._finalized:
-            raise DistilkitError("ProgressiveDepthPruner was finalized; its schedule cannot move")
-        t = float(t)
-        if not math.isfinite(t) or t < 0:
-            raise DistilkitError(f"PMDP progress must be a finite number >= 0, got {t}")
-        self.progress = t
-        self._gamma = min(max(float(self.schedule(t)), 0.0), 1.0)
-        return self._gamma
-
-    def set_epoch(self, epoch: int) -> float:
-        """Set progress to 0-based epoch `epoch` (call at the start of each epoch); returns γ."""
-        if self.unit == "iteration" and self.iters_per_epoch is None:
-            raise DistilkitError("set_epoch needs unit='epoch' or iters_per_epoch; use set_progress")
-        return self.set_progress(epoch)
-
-    def step(self, n: int = 1) -> float:
-        """Advance by `n` units (epochs, or iterations with unit='iteration'); returns γ."""
-        per = 1.0 / self.iters_per_epoch if self.iters_per_epoch else 1.0
-        return self.set_progress(self.progress + n * per)
-
     # -- checkpointing -----------------------------------------------------------------------
-    def _schedule_spec(self) -> dict[str, Any] | None:
-        try:
-            return schedule_to_dict(self.schedule)  # type: ignore[arg-type]
-        except DistilkitError:
-            return None  # a custom callable: cannot be checked on resume
-
     def state_dict(self) -> dict[str, Any]:
         """JSON-able state: resuming with `load_state_dict` continues the same γ sequence."""
         return {
-            "progress": self.progress,
+            **self._schedule_state(),
             "remove": list(self.removed),
             "depth": self.depth,
             "mode": self.mode,
-            "unit": self.unit,
-            "iters_per_epoch": self.iters_per_epoch,
-            "schedule": self._schedule_spec(),
             "finalized": self._finalized,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore progress; the pruner must be built with the same layers, mode and schedule."""
-        expected = self.state_dict()
-        for key in ("remove", "depth", "mode", "unit", "iters_per_epoch", "schedule"):
-            saved = state.get(key, expected[key])
-            if key == "schedule" and (saved is None or expected[key] is None):
-                continue
-            if saved != expected[key]:
-                raise DistilkitError(f"PMDP state has {key}={saved!r} but this pruner has {expected[key]!r}")
-        if state.get("finalized"):
-            raise DistilkitError("PMDP state comes from a finalized pruner; load the pruned model instead")
+        self._check_resumable(state, ("remove", "depth", "mode"))
         self.set_progress(state["progress"])
 
     # -- end ---------------------------------------------------------------------------------

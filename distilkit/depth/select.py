@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from distilkit.depth._blocks import check_layers
+from distilkit.blocks import check_layers
 from distilkit.errors import DistilkitError
 
 METHODS = ("skip", "first", "last", "influence")

@@ -8,20 +8,17 @@ DDP parameter set stay as they are, and every rank computes the same γ from the
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any, Callable, Iterable, Optional
 
 import torch
 from torch import nn
 
-from distilkit.depth._blocks import unwrap
+from distilkit.blocks import unwrap
 from distilkit.errors import DistilkitError
-from distilkit.schedule import CosineSchedule, schedule_to_dict
+from distilkit.schedule import CosineSchedule, ScheduledGamma
 from distilkit.width.importance import ImportanceSpec, LossFn
 from distilkit.width.reduce import WidthPlan, WidthReport, apply_plan, importance_name, plan_width
-
-UNITS = ("epoch", "iteration")
 
 
 class _Gate:
@@ -50,15 +47,16 @@ class _Gate:
         return (x * gate,) + tuple(args[1:])
 
 
-class ProgressiveWidthPruner:
+class ProgressiveWidthPruner(ScheduledGamma):
     """Shrink MLP hidden widths gradually: the least important channels fade out as γ = schedule(t).
 
     Channels are chosen once, at construction, exactly as `reduce_mlp_ratio` would (same arguments);
     γ = 1 is exactly the unpruned model and γ = 0 exactly the model after `finalize()`, which has the
-    shapes `reduce_mlp_ratio` gives. Progress follows `ProgressiveDepthPruner`: t in epochs via
-    `set_epoch(e)` (0-based) or `step()`; with unit="iteration", `step()` advances 1/iters_per_epoch
-    (or one schedule unit if `iters_per_epoch` is None, i.e. the schedule's m counts iterations).
+    shapes `reduce_mlp_ratio` gives. Progress (`set_epoch`, `set_progress`, `step`) is that of
+    `distilkit.schedule.ScheduledGamma`, as for `ProgressiveDepthPruner`.
     """
+
+    _what = "width-pruning"
 
     def __init__(
         self,
@@ -77,16 +75,8 @@ class ProgressiveWidthPruner:
         example_inputs: Any = None,
         round_to: int = 1,
     ) -> None:
-        if unit not in UNITS:
-            raise DistilkitError(f"unknown width-pruning unit {unit!r}; expected one of {list(UNITS)}")
-        if iters_per_epoch is not None and (unit != "iteration" or iters_per_epoch <= 0):
-            raise DistilkitError("iters_per_epoch must be a positive int and needs unit='iteration'")
-        if not callable(schedule):
-            raise DistilkitError(f"schedule must be a callable t -> gamma, got {type(schedule).__name__}")
+        self._init_schedule(schedule, unit, iters_per_epoch)  # validates before the costly planning
         self.model = unwrap(model)
-        self.schedule = schedule
-        self.unit = unit
-        self.iters_per_epoch = iters_per_epoch
         self.importance = importance_name(importance)
         self._example_inputs = example_inputs
         plan = plan_width(
@@ -94,84 +84,33 @@ class ProgressiveWidthPruner:
             batches=batches, loss_fn=loss_fn, example_inputs=example_inputs, round_to=round_to,
         )
         self._plan = _agree_across_ranks(plan)
-        self.progress = 0.0
-        self._gamma = _clamp(schedule(0.0))
-        self._finalized = False
         self._gates = [_Gate(self, s.hidden, d) for s, d in zip(self._plan.sites, self._plan.drops)]
         self._handles = [s.fc2.register_forward_pre_hook(g) for s, g in zip(self._plan.sites, self._gates)]
 
-    # -- progress ----------------------------------------------------------------------------
-    @property
-    def gamma(self) -> float:
-        """Current gate of the channels to go (1 = untouched, 0 = removed)."""
-        return self._gamma
-
+    # -- channel choice and checkpointing ----------------------------------------------------
     @property
     def drops(self) -> dict[str, tuple[int, ...]]:
         """Hidden channels that will be removed, per MLP module name (original numbering)."""
         return {s.name: d for s, d in zip(self._plan.sites, self._plan.drops)}
 
-    def set_progress(self, t: float) -> float:
-        """Set progress in schedule units (fractional epochs for per-iteration updates); returns γ."""
-        if self._finalized:
-            raise DistilkitError("ProgressiveWidthPruner was finalized; its schedule cannot move")
-        t = float(t)
-        if not math.isfinite(t) or t < 0:
-            raise DistilkitError(f"width-pruning progress must be a finite number >= 0, got {t}")
-        self.progress = t
-        self._gamma = _clamp(self.schedule(t))
-        return self._gamma
-
-    def set_epoch(self, epoch: int) -> float:
-        """Set progress to 0-based epoch `epoch` (call at the start of each epoch); returns γ."""
-        if self.unit == "iteration" and self.iters_per_epoch is None:
-            raise DistilkitError("set_epoch needs unit='epoch' or iters_per_epoch; use set_progress")
-        return self.set_progress(epoch)
-
-    def step(self, n: int = 1) -> float:
-        """Advance by `n` units (epochs, or iterations with unit='iteration'); returns γ."""
-        per = 1.0 / self.iters_per_epoch if self.iters_per_epoch else 1.0
-        return self.set_progress(self.progress + n * per)
-
-    # -- checkpointing -----------------------------------------------------------------------
-    def _schedule_spec(self) -> Optional[dict[str, Any]]:
-        try:
-            return schedule_to_dict(self.schedule)  # type: ignore[arg-type]
-        except DistilkitError:
-            return None  # a custom callable: cannot be checked on resume
-
     def state_dict(self) -> dict[str, Any]:
         """JSON-able state: progress, schedule and the channel choice (so a resume keeps both)."""
         return {
-            "progress": self.progress,
+            **self._schedule_state(),
             "mlps": [s.name for s in self._plan.sites],
             "hidden_before": [s.hidden for s in self._plan.sites],
             "hidden_after": list(self._plan.targets),
             "drop": [list(d) for d in self._plan.drops],
             "importance": self.importance,
-            "unit": self.unit,
-            "iters_per_epoch": self.iters_per_epoch,
-            "schedule": self._schedule_spec(),
             "finalized": self._finalized,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: same progress and the same channels as the saved run. The saved channel choice
         replaces the one computed at construction (the weights have moved since it was made)."""
-        if self._finalized:
-            raise DistilkitError("ProgressiveWidthPruner was finalized; it cannot load a state")
-        if state.get("finalized"):
-            raise DistilkitError("width-pruning state comes from a finalized pruner; load the pruned model instead")
-        missing = [k for k in ("progress", "drop") if k not in state]
-        if missing:
-            raise DistilkitError(f"width-pruning state lacks {missing}")
-        expected = self.state_dict()
-        for key in ("mlps", "hidden_before", "hidden_after", "unit", "iters_per_epoch", "schedule"):
-            saved = state.get(key, expected[key])
-            if key == "schedule" and (saved is None or expected[key] is None):
-                continue
-            if saved != expected[key]:
-                raise DistilkitError(f"width-pruning state has {key}={saved!r} but this pruner has {expected[key]!r}")
+        if "drop" not in state:
+            raise DistilkitError("width-pruning state lacks 'drop'")
+        self._check_resumable(state, ("mlps", "hidden_before", "hidden_after"))
         drops = _checked_drops(self._plan, state["drop"])
         self._plan = WidthPlan(self._plan.sites, self._plan.targets, drops)
         for gate, site, drop in zip(self._gates, self._plan.sites, drops):
@@ -201,10 +140,6 @@ class ProgressiveWidthPruner:
     def __repr__(self) -> str:
         sizes = ", ".join(f"{s.hidden}->{t}" for s, t in zip(self._plan.sites, self._plan.targets))
         return f"ProgressiveWidthPruner(hidden=[{sizes}], progress={self.progress:g}, gamma={self._gamma:.4f})"
-
-
-def _clamp(gamma: float) -> float:
-    return min(max(float(gamma), 0.0), 1.0)
 
 
 def _checked_drops(plan: WidthPlan, saved: Any) -> tuple[tuple[int, ...], ...]:

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Optional, Sequence
 import torch
 from torch import nn
 
-from distilkit.depth._blocks import unwrap
+from distilkit.blocks import unwrap
 from distilkit.errors import DistilkitError
 from distilkit.width.graph import call_model, eval_mode, slice_hidden
 from distilkit.width.importance import ImportanceSpec, LossFn, channel_importance, make_importance

@@ -7,7 +7,7 @@ from typing import Iterable, Optional, Sequence
 
 from torch import nn
 
-from distilkit.depth._blocks import check_layers, resolve_blocks, unwrap
+from distilkit.blocks import check_layers, resolve_blocks, unwrap
 from distilkit.errors import DistilkitError
 
 

@@ -1,4 +1,4 @@
-"""Find a model's block container by dotted path and edit it in place (shared by the depth tools)."""
+"""Find a model's block container by dotted path and edit it in place (shared by the depth and width tools)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from math import prod
 
 from torch import nn
 
-from distilkit.profile.inputs import Inputs, call_model
+from distilkit.inputs import Inputs, call_model
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 

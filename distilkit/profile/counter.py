@@ -13,7 +13,8 @@ from typing import Any
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from distilkit.profile.inputs import Inputs, call_model, describe_inputs
+from distilkit.inputs import Inputs, call_model
+from distilkit.profile.inputs import describe_inputs
 from distilkit.profile.ops import DATA_OPS, MAC_OPS, OTHER_OP_NAME, handles
 from distilkit.profile.result import ModuleCost, Profile
 

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from distilkit.profile.inputs import Inputs
+from distilkit.inputs import Inputs
 
 
 class _KwargsToPositional(nn.Module):

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from torch import nn
 
 from distilkit.errors import DistilkitError
-from distilkit.profile.inputs import Inputs, call_model
+from distilkit.inputs import Inputs, call_model
 
 
 @dataclass(frozen=True)

@@ -16,16 +16,8 @@ import torch_pruning as tp
 from torch import nn
 
 from distilkit.errors import DistilkitError
+from distilkit.inputs import call_model
 from distilkit.width.sites import MlpSite
-
-
-def call_model(model: nn.Module, inputs: Any) -> Any:
-    """Forward `inputs` the way a user would: a tensor positionally, a tuple/list unpacked, a dict as kwargs."""
-    if isinstance(inputs, dict):
-        return model(**inputs)
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
 
 
 @contextmanager

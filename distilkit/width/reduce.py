@@ -10,7 +10,8 @@ from torch import nn
 
 from distilkit.blocks import unwrap
 from distilkit.errors import DistilkitError
-from distilkit.width.graph import call_model, eval_mode, slice_hidden
+from distilkit.inputs import call_model
+from distilkit.width.graph import eval_mode, slice_hidden
 from distilkit.width.importance import ImportanceSpec, LossFn, channel_importance, make_importance
 from distilkit.width.sites import MlpSite, find_mlp_sites, target_hidden
 

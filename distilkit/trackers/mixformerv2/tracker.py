@@ -14,11 +14,10 @@ import numpy as np
 import torch
 
 from distilkit.data.crop import CropWindow, clip_box, crop_around
+from distilkit.data.sampler import IMAGENET_MEAN, IMAGENET_STD
 from distilkit.errors import DistilkitError
 from distilkit.trackers.mixformerv2.model import MixFormerV2
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class MixFormerV2Tracker:
@@ -52,8 +51,8 @@ class MixFormerV2Tracker:
         self.update_interval = update_interval
         self.score_threshold = score_threshold
         self.online_update = model.score_head is not None
-        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        self._mean = torch.tensor(IMAGENET_MEAN.tolist(), device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD.tolist(), device=self.device).view(1, 3, 1, 1)
         self.state: np.ndarray | None = None
 
     def _to_tensor(self, patch: np.ndarray) -> torch.Tensor:

@@ -80,6 +80,20 @@ def test_swapped_corners_are_pulled_back() -> None:
     assert pred.grad[0, 0] > 0 and pred.grad[0, 2] < 0  # descent moves x1 left and x2 right
 
 
+@pytest.mark.parametrize("part", ["giou", "ciou"])
+def test_swapped_corners_get_no_overlap_gradient(part: str) -> None:
+    # Their raw-corner enclosing box shrinks as the swap grows: descending GIoU/CIoU there would
+    # swap the corners further, so only L1 may move them (values are still reported).
+    gt = torch.tensor([[0.7, 0.7, 0.9, 0.9]])
+    swapped = torch.tensor([[0.55, 0.55, 0.45, 0.45]], requires_grad=True)
+    out = box_loss(swapped, gt)
+    out[part].backward()
+    assert torch.count_nonzero(swapped.grad) == 0 and out[part] > 1
+    ordered = torch.tensor([[0.45, 0.45, 0.55, 0.55]], requires_grad=True)
+    box_loss(ordered, gt)[part].backward()
+    assert torch.count_nonzero(ordered.grad) > 0
+
+
 def test_bad_inputs_raise() -> None:
     with pytest.raises(DistilkitError, match="reduction"):
         box_loss(torch.zeros(2, 4), torch.zeros(2, 4), reduction="avg")

@@ -4,8 +4,10 @@ GIoU and CIoU follow torchvision.ops (`generalized_box_iou_loss`, `complete_box_
 for term, including eps = 1e-7 in the IoU, enclosing-area and diagonal denominators, so valid
 boxes (x1 < x2, y1 < y2) give the same values. Degenerate boxes are handled without NaN: widths and
 heights are clamped at 0 for areas (a box with swapped corners has zero area, it does not count as
-its mirror image), and the aspect term uses atan2 with a guard at w = h = 0. Centre distance and L1
-use the raw coordinates, so their gradients still pull swapped corners back into order.
+its mirror image), and the aspect term uses atan2 with a guard at w = h = 0.
+A predicted box with swapped corners gets GIoU/CIoU values but no gradient from them: its raw-corner
+enclosing box shrinks as the swap grows, so descending them would swap the corners further. L1
+alone pulls such boxes back into order (the official STARK/MixFormer trainers drop GIoU for them too).
 """
 
 from __future__ import annotations
@@ -76,6 +78,10 @@ def box_loss(
     with torch.no_grad():
         alpha = v / (1 - iou + v + EPS)
     ciou = 1 - iou + centre_sq / diagonal_sq + alpha * v
+
+    ordered = (x2 >= x1) & (y2 >= y1)
+    giou = torch.where(ordered, giou, giou.detach())
+    ciou = torch.where(ordered, ciou, ciou.detach())
 
     l1 = (pred_xyxy - gt_xyxy).abs().mean(dim=-1)
     parts = {"l1": l1, "giou": giou, "ciou": ciou, "iou": iou.detach()}

@@ -1,6 +1,6 @@
 """Params / MACs / CPU latency of every MixFormerV2 config and two timm ViTs, distilkit next to fvcore.
 
-    python benchmarks/flops_table.py [--out benchmarks/flops_table.md] [--quick] [--iters 10] [--threads 2]
+    python benchmarks/flops_table.py [--out benchmarks/results/flops_table.md] [--quick] [--iters 10] [--threads 2]
 
 Writes a Markdown table (atomically) and prints it. `--quick` uses the tiny configs and ViT-Ti with
 two timed runs: a CI smoke test. fvcore skips scaled_dot_product_attention and counts norms, so the
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from pathlib import Path
+
+from _common import RESULTS_DIR, write_atomic
 
 TRACKERS = ["mixvit-b", "mixvit-b-corner", "mixformerv2-12l", "mixformerv2-b", "mixformerv2-s"]
 VITS = ["timm:vit_small_patch16_224", "timm:vit_base_patch16_224"]
@@ -54,17 +55,9 @@ def markdown(rows: list[dict[str, object]], load: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("flops_table.md"))
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "flops_table.md")
     parser.add_argument("--quick", action="store_true", help="tiny configs and ViT-Ti, 2 timed runs (CI smoke test)")
     parser.add_argument("--iters", type=int, default=None, help="timed runs per model (default 10, quick 2; 0 = no latency)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads for latency (default: torch's)")

@@ -1,0 +1,88 @@
+"""The loss of one stage: weighted parts (KL on side distributions, L1/GIoU/CIoU, feature MSE, score BCE).
+
+Parts are returned unweighted (for display and non-finite checks) next to their weighted total.
+Teacher distributions come from T4 `side_logits` (softmax) or from corner heatmaps (marginals,
+REFERENCE §2); when the teacher's bin count differs from the student's, the teacher distribution is
+resampled onto the student's grid with its expectation preserved.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+from distilkit.distill import box_loss, corner_to_sides, distribution_kd, feature_kd
+from distilkit.errors import DistilkitError
+
+
+def resample_bins(probs: torch.Tensor, bins: int) -> torch.Tensor:
+    """(…, K) distributions where bin i sits at coordinate i/K → (…, bins) on the grid j/bins.
+
+    Each source bin's mass is split linearly between the two nearest target bins, so the mean
+    coordinate (what the box is computed from) is unchanged.
+    """
+    k = probs.shape[-1]
+    if k == bins:
+        return probs
+    pos = torch.arange(k, device=probs.device, dtype=probs.dtype) * (bins / k)
+    lo = pos.floor().clamp(max=bins - 1)
+    frac = (pos - lo).clamp(0, 1)
+    hi = (lo + 1).clamp(max=bins - 1)
+    weights = torch.zeros(k, bins, device=probs.device, dtype=probs.dtype)
+    weights[torch.arange(k), lo.long()] += 1 - frac
+    weights[torch.arange(k), hi.long()] += frac
+    return probs @ weights
+
+
+def teacher_side_probs(teacher_out: dict[str, Any], bins: int) -> torch.Tensor:
+    """Teacher outputs → side distributions (B, 4, bins), order l t r b."""
+    if "side_logits" in teacher_out:
+        probs = teacher_out["side_logits"].float().softmax(dim=-1)
+    elif "corner_logits" in teacher_out:
+        corners = teacher_out["corner_logits"].float()
+        probs = corner_to_sides(corners[:, 0], corners[:, 1], from_logits=True)
+    else:
+        raise DistilkitError("the KL loss needs a teacher with a T4 head (side_logits) or a corner head (corner_logits)")
+    return resample_bins(probs, bins)
+
+
+class StageLoss:
+    """Callable (student_out, teacher_out, batch) → (total, {part: value}) for one stage's loss weights."""
+
+    def __init__(self, weights: dict[str, float], feature_pairs: Optional[list[tuple[int, int]]] = None):
+        self.weights = {k: float(v) for k, v in weights.items() if v != 0}
+        self.feature_pairs = [tuple(p) for p in (feature_pairs or [])]
+
+    @property
+    def needs_teacher(self) -> bool:
+        return bool({"kl", "feature"} & set(self.weights))
+
+    @property
+    def needs_features(self) -> bool:
+        return "feature" in self.weights
+
+    def __call__(self, out: dict[str, Any], teacher_out: Optional[dict[str, Any]], batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        parts: dict[str, torch.Tensor] = {}
+        w = self.weights
+        positive = batch["label"].float() > 0.5
+        if {"l1", "giou", "ciou"} & set(w):
+            gt = batch["search_box"].float().clamp(0.0, 1.0)
+            pred = out["boxes"]
+            boxes = box_loss(pred[positive], gt[positive]) if positive.any() else None
+            for name in ("l1", "giou", "ciou"):
+                if name in w:
+                    parts[name] = boxes[name] if boxes is not None else pred.sum() * 0.0
+        if "kl" in w:
+            logits = out["side_logits"]
+            target = teacher_side_probs(teacher_out, logits.shape[-1])
+            parts["kl"] = distribution_kd(logits[positive], target[positive]) if positive.any() else logits.sum() * 0.0
+        if "feature" in w:
+            parts["feature"] = feature_kd(out["features"], teacher_out["features"], self.feature_pairs)
+        if "bce" in w:
+            if "score" not in out:
+                raise DistilkitError("the bce loss needs a model with a score head")
+            parts["bce"] = F.binary_cross_entropy_with_logits(out["score"].float(), batch["label"].float())
+        total = sum(w[k] * v for k, v in parts.items())
+        return total, parts

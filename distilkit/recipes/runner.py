@@ -1,0 +1,446 @@
+"""Run a recipe end to end: check inputs, plan, train each stage (resumable), evaluate, report.
+
+Output directory layout (`--out`, default `runs/<recipe>`):
+    run.json            what was asked for (recipe, budget, data, seed, ...); `--resume` must match it
+    prune.log           everything printed, plus per-step losses
+    <stage>/model/      the stage's result (distilkit.io: model.safetensors + arch.json)
+    <stage>/metrics.json  written last: its presence marks the stage finished
+    <stage>/checkpoint.safetensors  training state while the stage runs (removed when it finishes)
+    <stage>/eval/       per-sequence tracking results
+    baseline/           constant-box baseline results
+    report.json, report.md, auc_vs_fps.png
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+import distilkit
+import distilkit.io as dio
+from distilkit.errors import DistilkitError
+from distilkit.recipes.distributed import Dist, setup, teardown
+from distilkit.recipes.losses import StageLoss
+from distilkit.recipes.models import describe, example_inputs, load_teacher, model_name
+from distilkit.recipes.progress import RunLog
+from distilkit.recipes.report import REPORT_JSON, build_report, write_json_atomic, write_report
+from distilkit.recipes.schema import Budget, Recipe, Stage, load_recipe
+from distilkit.recipes.stages import finish_stage, layers_to_remove, setup_stage
+from distilkit.recipes.state import seed_everything
+from distilkit.recipes.trainer import CHECKPOINT, Trainer, TrainSettings
+
+RUN_FILE, METRICS, MODEL_DIR, EVAL_DIR, BASELINE_DIR = "run.json", "metrics.json", "model", "eval", "baseline"
+_OWNED_FILES = (RUN_FILE, "prune.log", REPORT_JSON, "report.md", "auc_vs_fps.png")
+
+
+@dataclass
+class PruneOptions:
+    """What `distilkit prune` was asked to do (CLI flags one to one)."""
+
+    recipe: str = "mixformerv2-s"
+    budget: Optional[str] = None
+    data: str = "synthetic"
+    eval_data: Optional[str] = None
+    teacher: Optional[str] = None
+    out: Optional[str] = None
+    seed: int = 0
+    resume: bool = False
+    force: bool = False
+    dry_run: bool = False
+    device: Optional[str] = None
+
+
+def default_budget(recipe: Recipe, data: str) -> str:
+    """`demo` for synthetic data, `paper` for real data (when the recipe has them), else its first budget."""
+    want = "demo" if all(p.strip().startswith("synthetic") for p in data.split(",")) else "paper"
+    return want if want in recipe.budgets else next(iter(recipe.budgets))
+
+
+# -- data ------------------------------------------------------------------------------------------
+def _synthetic(budget: Budget, split: str, count: Optional[int] = None) -> Any:
+    from distilkit.data import SyntheticTracking
+
+    spec = budget.synthetic
+    n = count or (spec.train_sequences if split == "train" else spec.test_sequences)
+    return SyntheticTracking(num_sequences=n, length=spec.length, seed=0, image_size=tuple(spec.image_size), split=split)
+
+
+def datasets_for(spec: str, budget: Budget, split: str) -> list[Any]:
+    """Datasets of a `--data` spec; `synthetic` uses the budget's sizes. Paths are checked here, before training."""
+    from distilkit.data import load_datasets
+
+    out = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        kind, _, arg = part.partition(":")
+        if kind == "synthetic":
+            if arg and (not arg.isdigit() or int(arg) < 1):
+                raise DistilkitError(f"synthetic:N needs a positive sequence count, got {arg!r}")
+            out.append(_synthetic(budget, split, int(arg) if arg else None))
+            continue
+        if arg and not os.path.isdir(arg):
+            raise DistilkitError(f"dataset directory not found: {arg} (from --data {part})")
+        out.extend(load_datasets(part, split=split))
+    if not out:
+        raise DistilkitError(f"no datasets in spec {spec!r}")
+    return out
+
+
+class _Concat:
+    """Several datasets evaluated as one (sequences in order)."""
+
+    def __init__(self, parts: list[Any]):
+        self.parts = parts
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def __getitem__(self, i: int) -> Any:
+        for p in self.parts:
+            if i < len(p):
+                return p[i]
+            i -= len(p)
+        raise IndexError(i)
+
+
+# -- output directory ------------------------------------------------------------------------------
+def _identity(recipe: Recipe, budget: str, opts: PruneOptions) -> dict[str, Any]:
+    with open(recipe.source, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    return {"recipe": recipe.name, "recipe_sha256": digest, "budget": budget, "data": opts.data,
+            "eval_data": opts.eval_data or "synthetic-test", "teacher": opts.teacher, "seed": opts.seed}
+
+
+def prepare_out_dir(out: str, recipe: Recipe, identity: dict[str, Any], resume: bool, force: bool) -> bool:
+    """Create/check the output directory; returns True when an earlier run is resumed.
+
+    A directory holding a run is never reused without `--resume` (same settings) or `--force` (wipe it).
+    A non-empty directory that is not a distilkit run is never touched.
+    """
+    run_file = os.path.join(out, RUN_FILE)
+    if not os.path.isdir(out) or not os.listdir(out):
+        os.makedirs(out, exist_ok=True)
+        return False
+    if not os.path.isfile(run_file):
+        raise DistilkitError(f"output directory {out} exists, is not empty and holds no distilkit run ({RUN_FILE}); choose another --out")
+    with open(run_file, encoding="utf-8") as f:
+        previous = json.load(f)
+    finished = os.path.isfile(os.path.join(out, REPORT_JSON))
+    if force:
+        stage_dirs = set(previous.get("stages", [])) | {s.name for s in recipe.stages} | {BASELINE_DIR}
+        for name in stage_dirs:
+            shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+        for name in _OWNED_FILES:
+            if os.path.exists(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
+        return False
+    if not resume:
+        state = "a finished" if finished else "an unfinished"
+        raise DistilkitError(
+            f"{out} already holds {state} run of {previous.get('recipe')!r}; pass --resume to continue it or "
+            f"--force to overwrite it (or choose another --out)"
+        )
+    diffs = [f"{k}: {previous.get(k)!r} -> {v!r}" for k, v in identity.items() if previous.get(k) != v]
+    if diffs:
+        raise DistilkitError(f"cannot --resume {out} with different settings ({'; '.join(diffs)}); use --force to start over")
+    return True
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 over the state dict (names, shapes, bytes): equal digests mean identical weights."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# -- measuring -------------------------------------------------------------------------------------
+def cost(model: torch.nn.Module, budget: Budget) -> dict[str, Any]:
+    """Params and exact MACs of one full forward at batch 1."""
+    from distilkit.profile import profile
+
+    p = profile(model.cpu().eval(), example_inputs(budget))
+    return {"params": int(p.params), "macs": int(p.macs)}
+
+
+def measure(model: Any, budget: Budget, eval_set: Any, out_dir: str, name: str, log: RunLog, device: str) -> dict[str, Any]:
+    """Params, MACs, CPU latency and tracking accuracy of a stage result."""
+    from distilkit.eval import evaluate
+    from distilkit.profile import latency
+    from distilkit.trackers.mixformerv2 import MixFormerV2Tracker
+
+    facts = {**describe(model), **cost(model, budget)}
+    timing = latency(model.cpu(), example_inputs(budget), threads=budget.eval.latency_threads)
+    facts.update(latency_ms=float(timing.median_ms), fps=float(timing.fps), latency_threads=int(timing.threads))
+    tracker = MixFormerV2Tracker(model.to(device), template_factor=budget.template_factor,
+                                 search_factor=budget.search_factor, device=device, **budget.eval.tracker)
+    t0 = time.perf_counter()
+    results = evaluate(tracker, eval_set, out_dir=os.path.join(out_dir, EVAL_DIR), name=name, progress=log.enabled)
+    model.cpu()
+    facts.update(auc=float(results.overall["auc"]), precision=float(results.overall["precision"]),
+                 norm_precision=float(results.overall["norm_precision"]))
+    if model.score_head is not None:
+        facts["score_accuracy"] = score_accuracy(model, budget, eval_set)
+    facts["eval_seconds"] = time.perf_counter() - t0
+    return facts
+
+
+def score_accuracy(model: Any, budget: Budget, eval_set: Any, samples: int = 256) -> float:
+    """Share of held-out pairs (half of them negatives) the score head classifies right at sigmoid 0.5."""
+    from distilkit.data import PairSampler
+
+    pairs = PairSampler(eval_set, template_size=budget.template_size, search_size=budget.search_size,
+                        template_factor=budget.template_factor, search_factor=budget.search_factor,
+                        center_jitter=budget.center_jitter, scale_jitter=budget.scale_jitter, max_gap=budget.max_gap,
+                        samples_per_epoch=samples, negative_prob=0.5, seed=12345)
+    right, device = 0, next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        for batch in torch.utils.data.DataLoader(pairs, batch_size=64):
+            inputs = [batch[k].to(device) for k in ("template", "online_template", "search")]
+            score = model(*inputs)["score"].cpu()
+            right += int(((score > 0).float() == batch["label"]).sum())
+    return right / samples
+
+
+def baseline(out: str, eval_set: Any, log: RunLog) -> dict[str, Any]:
+    """Constant-box baseline on the evaluation set (cached in `baseline/`)."""
+    from distilkit.eval import ConstantBoxTracker, evaluate
+
+    path = os.path.join(out, BASELINE_DIR, "summary.json")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            overall = json.load(f)["overall"]
+    else:
+        overall = evaluate(ConstantBoxTracker(), eval_set, out_dir=os.path.dirname(path), name="constant-box",
+                           progress=False).overall
+    return {"name": "constant-box", "auc": float(overall["auc"]), "precision": float(overall["precision"]),
+            "norm_precision": float(overall["norm_precision"])}
+
+
+# -- plan ------------------------------------------------------------------------------------------
+def plan(recipe: Recipe, budget_name: str, teacher: Optional[Any] = None, macs: bool = True) -> list[dict[str, Any]]:
+    """Each stage's resulting architecture, params and (with `macs`) MACs, from applying the route to untrained models."""
+    budget = recipe.budget(budget_name)
+    rows, previous = [], teacher
+    for stage in recipe.stages:
+        if stage.kind == "teacher" and previous is not None:
+            result = previous
+        else:
+            setup = setup_stage(stage, budget, previous)
+            finish_stage(stage, setup, float(budget.stage(stage.name).epochs))
+            result = setup.student
+        size = cost(result, budget) if macs else {"params": sum(p.numel() for p in result.parameters()), "macs": None}
+        row = {"name": stage.name, "kind": stage.kind, **describe(result), **size,
+               "epochs": budget.stage(stage.name).epochs, "losses": stage.losses}
+        if stage.kind == "depth":
+            row["remove"] = layers_to_remove(stage, len(previous.backbone.blocks))
+        rows.append(row)
+        previous = result
+    return rows
+
+
+# -- run -------------------------------------------------------------------------------------------
+class RecipeRun:
+    """One `distilkit prune` invocation (every process of a torchrun job builds one)."""
+
+    def __init__(self, opts: PruneOptions, log_console: Any = None):
+        self.opts = opts
+        self.recipe = load_recipe(opts.recipe)
+        self.budget_name = opts.budget or default_budget(self.recipe, opts.data)
+        self.budget = self.recipe.budget(self.budget_name)
+        self.out = opts.out or os.path.join("runs", self.recipe.name)
+        self.console = log_console
+
+    def start(self, dist: Dist) -> None:
+        """Everything that can fail without training: data paths, the teacher checkpoint, the output dir."""
+        opts, budget = self.opts, self.budget
+        self.train_sets = datasets_for(opts.data, budget, "train")
+        eval_parts = datasets_for(opts.eval_data, budget, "test") if opts.eval_data else [_synthetic(budget, "test")]
+        self.eval_set = eval_parts[0] if len(eval_parts) == 1 else _Concat(eval_parts)
+        self.teacher = load_teacher(opts.teacher, self.recipe.stages[0], budget) if opts.teacher else None
+        self.dist = dist
+
+    def run(self) -> dict[str, Any]:
+        dist = setup(self.opts.device)
+        try:
+            self.start(dist)
+            if self.opts.dry_run:
+                return {"plan": plan(self.recipe, self.budget_name, self.teacher)}
+            return self._run()
+        finally:
+            teardown(dist)
+
+    def _announce(self, log: RunLog, resumed: bool) -> None:
+        b, o = self.budget, self.opts
+        log.info(f"distilkit {distilkit.__version__} prune: recipe {self.recipe.name} ({self.recipe.source})")
+        log.info(f"  budget  {self.budget_name}: {' '.join(b.description.split())}")
+        log.info(f"  data    train {o.data} ({sum(len(d) for d in self.train_sets)} sequences); "
+                 f"eval {o.eval_data or 'synthetic held-out test split'} ({len(self.eval_set)} sequences)")
+        log.info(f"  crops   template {b.template_size}px (×{b.template_factor:g}), search {b.search_size}px (×{b.search_factor:g}); "
+                 f"batch {b.batch_size}/process × {self.dist.world_size} process(es) on {self.dist.device}")
+        log.info(f"  teacher {o.teacher or 'trained here (stage ' + repr(self.recipe.stages[0].name) + ')'}")
+        log.info(f"  out     {self.out}{' (resuming)' if resumed else ''}; seed {o.seed}")
+        log.info("  route   " + " -> ".join(f"{s.name} [{b.stage(s.name).epochs} ep]" for s in self.recipe.stages))
+
+    def _run(self) -> dict[str, Any]:
+        dist, opts = self.dist, self.opts
+        identity = _identity(self.recipe, self.budget_name, opts)
+        problem, resumed = None, False
+        if dist.is_main:
+            try:
+                resumed = prepare_out_dir(self.out, self.recipe, identity, opts.resume, opts.force)
+            except DistilkitError as err:
+                problem = str(err)
+        problem, resumed = dist.broadcast((problem, resumed))
+        if problem:
+            raise DistilkitError(problem)
+        log = RunLog(self.out, enabled=dist.is_main, console=self.console)
+        threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+        if self.budget.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        if self.budget.threads and not dist.enabled:
+            torch.set_num_threads(self.budget.threads)
+        try:
+            if dist.is_main and not resumed:
+                write_json_atomic(os.path.join(self.out, RUN_FILE),
+                                  {**identity, "stages": [s.name for s in self.recipe.stages],
+                                   "world_size": dist.world_size, "version": distilkit.__version__})
+            self._announce(log, resumed)
+            t_start = time.perf_counter()
+            rows: list[dict[str, Any]] = []
+            previous = None
+            for index, stage in enumerate(self.recipe.stages):
+                row, previous = self._stage(index, stage, previous, log)
+                rows.append(row)
+            report: dict[str, Any] = {}
+            if dist.is_main:
+                base = baseline(self.out, self.eval_set, log)
+                total = sum(r.get("seconds", 0.0) + r.get("eval_seconds", 0.0) for r in rows)
+                report = build_report(self.recipe.name, self.budget_name, opts.data,
+                                      opts.eval_data or "synthetic-test", base, rows,
+                                      {"seed": opts.seed, "world_size": dist.world_size, "device": dist.device,
+                                       "total_seconds": total, "wall_seconds_this_invocation": time.perf_counter() - t_start})
+                write_report(self.out, report)
+                self._summary(log, report)
+            dist.barrier()
+            return report
+        except DistilkitError as err:
+            log.info(f"error: {err}", console=False)
+            raise
+        except KeyboardInterrupt:
+            log.info(f"interrupted: continue with the same command plus --resume (output {self.out})")
+            raise
+        finally:
+            torch.set_num_threads(threads)
+            torch.use_deterministic_algorithms(deterministic)
+            log.close()
+
+    def _stage(self, index: int, stage: Stage, previous: Any, log: RunLog) -> tuple[dict[str, Any], Any]:
+        """Run (or skip, when finished) one stage; returns its metrics row and its model."""
+        dist, budget = self.dist, self.budget
+        stage_dir = os.path.join(self.out, stage.name)
+        metrics_path = os.path.join(stage_dir, METRICS)
+        if os.path.isfile(metrics_path):
+            log.info(f"[{stage.name}] finished earlier: skipped")
+            with open(metrics_path, encoding="utf-8") as f:
+                row = json.load(f)
+            return row, dio.load(os.path.join(stage_dir, MODEL_DIR))
+        log.info(f"[{stage.name}] {stage.kind} stage" + (f": {stage.description}" if stage.description else ""))
+        seed_everything(self.opts.seed * 1000 + index)
+        info: dict[str, Any] = {}
+        seconds = 0.0
+        if stage.kind == "teacher" and self.teacher is not None:
+            result = self.teacher
+            info["source"] = self.opts.teacher
+            log.info(f"[{stage.name}] using --teacher {self.opts.teacher}: not trained")
+        else:
+            setup = setup_stage(stage, budget, previous, device=dist.device)
+            for note in setup.notes:
+                log.info(f"[{stage.name}] {note}")
+            trainer = self._trainer(index, stage, setup, stage_dir, log)
+            trainer.maybe_resume()
+            trainer.fit()
+            info = finish_stage(stage, setup, float(budget.stage(stage.name).epochs))
+            result = setup.student.cpu()
+            seconds = trainer.elapsed
+            if dist.enabled:
+                info["rank_digests"] = self._check_ranks_agree(stage, result)
+        if dist.is_main:
+            dio.save(result, os.path.join(stage_dir, MODEL_DIR))
+            row = {"name": stage.name, "kind": stage.kind,
+                   "model": model_name(stage, budget) if stage.model else None, "seconds": seconds,
+                   **measure(result, budget, self.eval_set, stage_dir, stage.name, log, dist.device), **info}
+            write_json_atomic(metrics_path, row)
+            checkpoint = os.path.join(stage_dir, CHECKPOINT)
+            if os.path.exists(checkpoint):
+                os.remove(checkpoint)
+            log.info(f"[{stage.name}] done in {seconds:.0f} s: depth {row['depth']}, MLP ratio {row['mlp_ratio']:g}, "
+                     f"{row['params']:,} params, {row['macs'] / 1e6:,.1f} MMACs, {row['fps']:.1f} FPS, "
+                     f"AUC {row['auc']:.3f} P {row['precision']:.3f} NP {row['norm_precision']:.3f}")
+        dist.barrier()
+        if not dist.is_main:
+            with open(metrics_path, encoding="utf-8") as f:
+                row = json.load(f)
+        return row, result
+
+    def _check_ranks_agree(self, stage: Stage, model: torch.nn.Module) -> list[str]:
+        """Every process must end a stage with identical weights (DDP keeps them in lock-step)."""
+        digests = self.dist.gather(weights_digest(model))
+        if len(set(digests)) != 1:
+            raise DistilkitError(f"stage {stage.name!r}: processes ended with different weights ({digests}); "
+                                 "check that every rank runs the same recipe, data and seed")
+        return digests
+
+    def _trainer(self, index: int, stage: Stage, setup: Any, stage_dir: str, log: RunLog) -> Trainer:
+        from distilkit.data import PairSampler
+
+        b, entry = self.budget, self.budget.stage(stage.name)
+        dataset = PairSampler(
+            self.train_sets, template_size=b.template_size, search_size=b.search_size,
+            template_factor=b.template_factor, search_factor=b.search_factor, center_jitter=b.center_jitter,
+            scale_jitter=b.scale_jitter, max_gap=b.max_gap,
+            samples_per_epoch=entry.samples_per_epoch or b.samples_per_epoch,
+            negative_prob=b.negative_prob if stage.kind == "score" else 0.0, seed=self.opts.seed * 1000 + index,
+        )
+        o = b.optimizer
+        settings = TrainSettings(
+            epochs=entry.epochs, batch_size=b.batch_size, lr=entry.lr or o.lr,
+            backbone_lr_scale=o.backbone_lr_scale if entry.backbone_lr_scale is None else entry.backbone_lr_scale,
+            weight_decay=o.weight_decay, grad_clip=o.grad_clip, warmup_steps=o.warmup_steps, lr_drop_at=o.lr_drop_at,
+            lr_drop_factor=o.lr_drop_factor, workers=b.workers, checkpoint_every=b.checkpoint_every,
+            seed=self.opts.seed * 1000 + index,
+        )
+        loss = StageLoss(stage.losses, [tuple(p) for p in stage.feature_pairs])
+        return Trainer(stage.name, setup.student, setup.teacher, loss, dataset, settings, stage_dir, self.dist, log,
+                       pruner=setup.pruner, inherited=setup.inherited)
+
+    def _summary(self, log: RunLog, report: dict[str, Any]) -> None:
+        from rich.table import Table
+
+        table = Table(title=f"{report['recipe']} ({report['budget']}): {report['total_seconds'] / 60:.1f} min")
+        for col in ("stage", "depth", "MLP r", "params", "MMACs", "FPS", "AUC", "P", "NP"):
+            table.add_column(col, justify="left" if col == "stage" else "right")
+        for s in report["stages"]:
+            table.add_row(s["name"], str(s["depth"]), f"{s['mlp_ratio']:g}", f"{s['params']:,}", f"{s['macs'] / 1e6:,.1f}",
+                          f"{s['fps']:.1f}", f"{s['auc']:.3f}", f"{s['precision']:.3f}", f"{s['norm_precision']:.3f}")
+        base = report["baseline"]
+        table.add_row(base["name"], "", "", "", "", "", f"{base['auc']:.3f}", f"{base['precision']:.3f}", f"{base['norm_precision']:.3f}")
+        log.console.print(table)
+        log.info(f"report: {os.path.join(self.out, 'report.md')}")
+
+
+def run_recipe(opts: PruneOptions, console: Any = None) -> dict[str, Any]:
+    """Library entry point of `distilkit prune`: returns the report (or {"plan": ...} for a dry run)."""
+    return RecipeRun(opts, console).run()

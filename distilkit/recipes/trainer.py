@@ -1,0 +1,276 @@
+"""The training loop every stage shares: AdamW, step LR drop, grad clipping, pruner progress, DDP,
+atomic resumable checkpoints, non-finite-loss stop, progress display.
+
+Progress of depth/width pruners is set every step to the fractional epoch `epoch + i/steps`, so γ is
+a pure function of the step counter and a resumed run continues the same γ sequence.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
+import torch
+import torch.distributed as tdist
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from distilkit.errors import DistilkitError, NonFiniteLossError
+from distilkit.recipes.distributed import Dist
+from distilkit.recipes.losses import StageLoss
+from distilkit.recipes.progress import RunLog, StageProgress
+from distilkit.recipes.state import load_state, rng_state, save_state, set_rng_state
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+@dataclass
+class TrainSettings:
+    """Resolved per-stage training settings (recipe stage + budget)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    backbone_lr_scale: float
+    weight_decay: float
+    grad_clip: float
+    warmup_steps: int
+    lr_drop_at: float
+    lr_drop_factor: float
+    workers: int
+    checkpoint_every: int
+    seed: int
+
+
+class _ResumeSampler(Sampler[int]):
+    """The epoch's index order from a DistributedSampler, skipping the first `skip` samples (mid-epoch resume)."""
+
+    def __init__(self, base: DistributedSampler, skip: int = 0):
+        self.base = base
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self.base)[self.skip:])
+
+    def __len__(self) -> int:
+        return len(self.base) - self.skip
+
+
+def _param_groups(model: nn.Module, lr: float, backbone_scale: float, weight_decay: float,
+                  inherited: Optional[set[str]] = None) -> list[dict[str, Any]]:
+    """Backbone parameters carried over from earlier training (`inherited`; None = all) at lr·backbone_scale,
+    heads and newly initialised parameters at lr; no weight decay on norms, biases and tokens."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        carried = inherited is None or name in inherited
+        key = (name.startswith("backbone.") and carried, p.ndim <= 1)
+        groups.setdefault(key, []).append(p)
+    out = []
+    for (is_backbone, no_decay), params in sorted(groups.items()):
+        base = lr * (backbone_scale if is_backbone else 1.0)
+        out.append({"params": params, "lr": base, "base_lr": base, "weight_decay": 0.0 if no_decay else weight_decay})
+    if not out:
+        raise DistilkitError("nothing to train: every parameter is frozen")
+    return out
+
+
+def lr_factor(step: int, total_steps: int, s: TrainSettings) -> float:
+    """Linear warm-up, then constant, then × lr_drop_factor from lr_drop_at of the stage on."""
+    warm = min(1.0, (step + 1) / s.warmup_steps) if s.warmup_steps > 0 else 1.0
+    drop = s.lr_drop_factor if step >= int(s.lr_drop_at * total_steps) and s.lr_drop_at < 1.0 else 1.0
+    return warm * drop
+
+
+class Trainer:
+    """Train `student` on `dataset` (a PairSampler) with `loss`, optionally distilling from `teacher`."""
+
+    def __init__(
+        self,
+        name: str,
+        student: nn.Module,
+        teacher: Optional[nn.Module],
+        loss: StageLoss,
+        dataset: Any,
+        settings: TrainSettings,
+        work_dir: str,
+        dist: Dist,
+        log: RunLog,
+        pruner: Any = None,
+        inherited: Optional[set[str]] = None,
+    ):
+        self.name = name
+        self.student = student.to(dist.device)
+        self.teacher = teacher.to(dist.device).eval() if teacher is not None else None  # run under no_grad
+        self.loss = loss
+        self.dataset = dataset
+        self.s = settings
+        self.dist = dist
+        self.log = log
+        self.pruner = pruner
+        self.checkpoint_path = os.path.join(work_dir, CHECKPOINT)
+        self.sampler = DistributedSampler(
+            dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=settings.seed, drop_last=True
+        )
+        self.steps_per_epoch = len(self.sampler) // settings.batch_size
+        if self.steps_per_epoch < 1:
+            raise DistilkitError(
+                f"stage {name!r}: {len(dataset)} samples per epoch over {dist.world_size} process(es) is less than "
+                f"one batch of {settings.batch_size}; raise samples_per_epoch or lower batch_size"
+            )
+        self.total_steps = self.steps_per_epoch * settings.epochs
+        self.optimizer = torch.optim.AdamW(
+            _param_groups(self.student, settings.lr, settings.backbone_lr_scale, settings.weight_decay, inherited),
+            lr=settings.lr
+        )
+        self.model: nn.Module = self.student
+        if dist.enabled:
+            ids = [dist.local_rank] if dist.device.startswith("cuda") else None
+            self.model = nn.parallel.DistributedDataParallel(self.student, device_ids=ids)
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.elapsed = 0.0
+
+    # -- checkpoints --------------------------------------------------------------------------
+    @property
+    def global_step(self) -> int:
+        return self.epoch * self.steps_per_epoch + self.step_in_epoch
+
+    def save_checkpoint(self) -> None:
+        """All ranks contribute their RNG state; rank 0 writes the file atomically."""
+        rngs = self.dist.gather(rng_state())
+        if not self.dist.is_main:
+            return
+        save_state(self.checkpoint_path, {
+            "stage": self.name,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "steps_per_epoch": self.steps_per_epoch,
+            "world_size": self.dist.world_size,
+            "sampler_epoch": self.epoch,
+            "elapsed": self.elapsed,
+            "model": self.student.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "pruner": self.pruner.state_dict() if self.pruner is not None else None,
+            "rng": rngs,
+        })
+
+    def maybe_resume(self) -> bool:
+        """Continue from this stage's checkpoint if there is one; returns whether it did."""
+        if not os.path.exists(self.checkpoint_path):
+            return False
+        state = load_state(self.checkpoint_path)
+        if state.get("stage") != self.name or state.get("steps_per_epoch") != self.steps_per_epoch:
+            raise DistilkitError(
+                f"checkpoint {self.checkpoint_path} does not match stage {self.name!r} with {self.steps_per_epoch} "
+                f"steps per epoch (was it written with another budget or world size?); use --force to restart"
+            )
+        self.student.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.pruner is not None and state["pruner"] is not None:
+            self.pruner.load_state_dict(state["pruner"])
+        self.epoch, self.step_in_epoch, self.elapsed = state["epoch"], state["step_in_epoch"], state["elapsed"]
+        rngs = state["rng"]
+        if len(rngs) == self.dist.world_size:
+            set_rng_state(rngs[self.dist.rank])
+        else:
+            self.log.info(f"[{self.name}] checkpoint came from {len(rngs)} process(es), now {self.dist.world_size}: RNG streams restart")
+        self.log.info(f"[{self.name}] resuming at epoch {self.epoch} step {self.step_in_epoch}/{self.steps_per_epoch}")
+        return True
+
+    # -- training -----------------------------------------------------------------------------
+    def _loader(self) -> DataLoader:
+        self.sampler.set_epoch(self.epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)
+        skip = self.step_in_epoch * self.s.batch_size
+        return DataLoader(
+            self.dataset,
+            batch_size=self.s.batch_size,
+            sampler=_ResumeSampler(self.sampler, skip),
+            num_workers=self.s.workers,
+            drop_last=True,
+            pin_memory=self.dist.device.startswith("cuda"),
+        )
+
+    def _set_lr(self) -> float:
+        factor = lr_factor(self.global_step, self.total_steps, self.s)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        return self.s.lr * factor
+
+    def _check_finite(self, parts: dict[str, torch.Tensor]) -> None:
+        bad = [k for k, v in parts.items() if not torch.isfinite(v.detach()).all()]
+        flag = torch.tensor([0.0 if bad else 1.0], device=self.dist.device)
+        if self.dist.enabled:
+            tdist.all_reduce(flag, op=tdist.ReduceOp.MIN)
+        if flag.item() < 1.0:
+            where = f"part '{bad[0]}' = {parts[bad[0]].item()}" if bad else "on another process"
+            kept = (f"the last good checkpoint {self.checkpoint_path} is kept" if os.path.exists(self.checkpoint_path)
+                    else "no checkpoint was written yet")
+            raise NonFiniteLossError(
+                f"stage {self.name!r}: non-finite loss {where} at step {self.global_step + 1} "
+                f"(epoch {self.epoch}); stopped, {kept}"
+            )
+
+    def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        feats = self.loss.needs_features
+        inputs = (batch["template"], batch["online_template"], batch["search"])
+        teacher_out = None
+        if self.teacher is not None and self.loss.needs_teacher:
+            with torch.no_grad():
+                teacher_out = self.teacher(*inputs, return_features=feats)
+        out = self.model(*inputs, return_features=feats)
+        return self.loss(out, teacher_out, batch)
+
+    def fit(self) -> None:
+        """Run the remaining epochs, checkpointing every epoch (and every `checkpoint_every` steps)."""
+        self.student.train()
+        progress = StageProgress(self.log, self.name, self.total_steps, self.global_step)
+        try:
+            while self.epoch < self.s.epochs:
+                t0 = time.perf_counter()
+                for batch in self._loader():
+                    batch = {k: v.to(self.dist.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+                    gamma = None
+                    if self.pruner is not None:
+                        gamma = self.pruner.set_progress(self.epoch + self.step_in_epoch / self.steps_per_epoch)
+                    lr = self._set_lr()
+                    total, parts = self._forward(batch)
+                    self._check_finite(parts)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    total.backward()
+                    if self.s.grad_clip > 0:
+                        nn.utils.clip_grad_norm_(
+                            [p for g in self.optimizer.param_groups for p in g["params"]], self.s.grad_clip
+                        )
+                    self.optimizer.step()
+                    self.step_in_epoch += 1
+                    now = time.perf_counter()
+                    self.elapsed += now - t0
+                    t0 = now
+                    shown = {k: float(v.detach()) for k, v in parts.items()}
+                    shown["loss"] = float(total.detach())
+                    progress.update(self.global_step, self.epoch, self.s.batch_size * self.dist.world_size,
+                                    shown, lr, gamma)
+                    if self.s.checkpoint_every and self.global_step % self.s.checkpoint_every == 0 \
+                            and self.step_in_epoch < self.steps_per_epoch:
+                        self.save_checkpoint()
+                self.epoch += 1
+                self.step_in_epoch = 0
+                self.save_checkpoint()
+                self.log.info(f"[{self.name}] epoch {self.epoch}/{self.s.epochs} done", console=False)
+        finally:
+            progress.close()
+        if self.dist.enabled:
+            # DDP syncs buffers (BatchNorm statistics) from rank 0 at the start of each forward, so the
+            # last step leaves them rank-local: make rank 0's the result everywhere.
+            for buf in self.student.buffers():
+                tdist.broadcast(buf, src=0)
+
+    def remove_checkpoint(self) -> None:
+        if self.dist.is_main and os.path.exists(self.checkpoint_path):
+            os.remove(self.checkpoint_path)

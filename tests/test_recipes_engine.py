@@ -1,0 +1,115 @@
+"""Engine pieces of the recipe runner: checkpoint state files, losses, LR schedule, output-dir rules."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from distilkit.errors import DistilkitError
+from distilkit.recipes import load_recipe
+from distilkit.recipes.losses import StageLoss, resample_bins, teacher_side_probs
+from distilkit.recipes.runner import RUN_FILE, prepare_out_dir
+from distilkit.recipes.state import load_state, rng_state, save_state, seed_everything, set_rng_state
+from distilkit.recipes.trainer import TrainSettings, lr_factor
+
+TINY = os.path.join(os.path.dirname(__file__), "data", "recipe-tiny.yaml")
+
+
+def test_state_roundtrip_with_optimizer_and_rng(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    seed_everything(5)
+    path = str(tmp_path / "c.safetensors")
+    save_state(path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng_state(),
+                      "pair": (1, "a"), "pruner": {"progress": 0.5, "drop": [[1, 2]]}})
+    expected = (torch.rand(3), np.random.rand(2), random.random())
+    state = load_state(path)
+    set_rng_state(state["rng"])
+    assert torch.equal(torch.rand(3), expected[0])
+    assert np.array_equal(np.random.rand(2), expected[1]) and random.random() == expected[2]
+    assert state["pair"] == (1, "a") and state["pruner"] == {"progress": 0.5, "drop": [[1, 2]]}
+    fresh = torch.optim.AdamW(torch.nn.Linear(3, 2).parameters(), lr=1e-3)
+    fresh.load_state_dict(state["optimizer"])
+    for k, v in opt.state_dict()["state"][0].items():
+        assert torch.equal(fresh.state_dict()["state"][0][k], v)
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+
+
+def test_corrupt_checkpoint_is_a_user_error(tmp_path):
+    bad = tmp_path / "c.safetensors"
+    bad.write_bytes(b"\x00" * 20)
+    with pytest.raises(DistilkitError, match="cannot read checkpoint"):
+        load_state(str(bad))
+
+
+def test_resample_bins_keeps_mass_and_mean():
+    p = torch.softmax(torch.randn(3, 4, 8), dim=-1)
+    q = resample_bins(p, 32)
+    assert q.shape == (3, 4, 32)
+    torch.testing.assert_close(q.sum(-1), torch.ones(3, 4))
+    mean_p = (p * torch.arange(8) / 8).sum(-1)
+    mean_q = (q * torch.arange(32) / 32).sum(-1)
+    torch.testing.assert_close(mean_p, mean_q)
+    assert resample_bins(p, 8) is p
+
+
+def test_teacher_side_probs_from_corners_and_t4():
+    corner = torch.zeros(2, 2, 16)
+    corner[:, 0, 1 * 4 + 2] = 30.0  # top-left at x=2, y=1 on a 4×4 map
+    corner[:, 1, 3 * 4 + 3] = 30.0  # bottom-right at x=3, y=3
+    sides = teacher_side_probs({"corner_logits": corner}, 4)
+    assert sides.argmax(-1).tolist() == [[2, 1, 3, 3]] * 2  # l t r b
+    logits = torch.randn(2, 4, 16)
+    torch.testing.assert_close(teacher_side_probs({"side_logits": logits}, 16), logits.softmax(-1))
+
+
+def test_stage_loss_parts_weights_and_negatives():
+    loss = StageLoss({"l1": 5.0, "ciou": 2.0, "kl": 5.0, "feature": 0.2}, [(0, 0)])
+    gt = torch.tensor([[0.2, 0.2, 0.6, 0.6], [0.0, 0.0, 0.0, 0.0]])
+    batch = {"search_box": gt, "label": torch.tensor([1.0, 0.0])}
+    feats = [torch.randn(2, 5, 8)]
+    out = {"boxes": torch.tensor([[0.2, 0.2, 0.6, 0.6], [0.9, 0.9, 1.0, 1.0]]), "side_logits": torch.zeros(2, 4, 8),
+           "features": feats}
+    teacher = {"side_logits": torch.zeros(2, 4, 8), "features": feats}
+    total, parts = loss(out, teacher, batch)
+    assert set(parts) == {"l1", "ciou", "kl", "feature"}
+    assert parts["l1"].item() == pytest.approx(0.0, abs=1e-6)  # the negative sample is ignored
+    assert parts["kl"].item() == pytest.approx(0.0, abs=1e-6) and parts["feature"].item() == 0.0
+    bce = StageLoss({"bce": 1.0})
+    total, parts = bce({"score": torch.tensor([10.0, -10.0])}, None, batch)
+    assert parts["bce"].item() < 1e-3
+    with pytest.raises(DistilkitError, match="score head"):
+        bce({"boxes": gt}, None, batch)
+
+
+def test_lr_factor_warmup_and_drop():
+    s = TrainSettings(epochs=10, batch_size=1, lr=1.0, backbone_lr_scale=0.1, weight_decay=0, grad_clip=0,
+                      warmup_steps=4, lr_drop_at=0.8, lr_drop_factor=0.1, workers=0, checkpoint_every=0, seed=0)
+    assert [lr_factor(i, 100, s) for i in (0, 3, 50)] == [0.25, 1.0, 1.0]
+    assert lr_factor(79, 100, s) == 1.0 and lr_factor(80, 100, s) == pytest.approx(0.1)
+
+
+def test_out_dir_rules(tmp_path):
+    recipe = load_recipe(TINY)
+    ident = {"recipe": "tiny-s", "budget": "tiny", "seed": 0}
+    out = str(tmp_path / "run")
+    assert prepare_out_dir(out, recipe, ident, resume=False, force=False) is False
+    (tmp_path / "run" / RUN_FILE).write_text(json.dumps({**ident, "stages": ["teacher"]}))
+    os.makedirs(tmp_path / "run" / "teacher")
+    with pytest.raises(DistilkitError, match="already holds an unfinished run.*--resume.*--force"):
+        prepare_out_dir(out, recipe, ident, resume=False, force=False)
+    assert prepare_out_dir(out, recipe, ident, resume=True, force=False) is True
+    with pytest.raises(DistilkitError, match=r"cannot --resume .*seed: 0 -> 1"):
+        prepare_out_dir(out, recipe, {**ident, "seed": 1}, resume=True, force=False)
+    (tmp_path / "run" / "mine.txt").write_text("keep me")
+    assert prepare_out_dir(out, recipe, ident, resume=False, force=True) is False
+    assert sorted(os.listdir(out)) == ["mine.txt"]  # only the run's own files go
+    with pytest.raises(DistilkitError, match="not empty and holds no distilkit run"):
+        prepare_out_dir(out, recipe, ident, resume=False, force=True)

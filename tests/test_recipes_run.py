@@ -1,0 +1,217 @@
+"""`distilkit prune` end to end on a toy recipe: report, stage models, dry run, overwrite rules, early errors,
+non-finite loss, kill -9 mid-PMDP + --resume, and 2-process gloo DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import load_file
+
+import distilkit.io as dio
+from distilkit.cli import main
+
+TINY = os.path.join(os.path.dirname(__file__), "data", "recipe-tiny.yaml")
+STAGES = ["teacher", "dense-to-sparse", "pmdp-8", "pmdp-4", "mlp-ratio-1", "score"]
+ARGS = ["prune", "--recipe", TINY, "--budget", "tiny", "--seed", "3"]
+
+
+def _cli(argv: list[str]) -> int:
+    try:
+        main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def _weights(out: str, stage: str) -> dict:
+    return load_file(os.path.join(out, stage, "model", "model.safetensors"))
+
+
+def _same_weights(a: str, b: str) -> None:
+    for stage in STAGES:
+        wa, wb = _weights(a, stage), _weights(b, stage)
+        assert wa.keys() == wb.keys(), stage
+        for k in wa:
+            assert wa[k].equal(wb[k]), f"{stage}: {k} differs"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("tiny") / "run")
+    assert _cli(ARGS + ["--out", out]) == 0
+    return out
+
+
+def test_report_has_every_stage_and_the_final_architecture(tiny_run):
+    report = json.load(open(os.path.join(tiny_run, "report.json")))
+    assert report["recipe"] == "tiny-s" and report["budget"] == "tiny" and report["data"] == "synthetic"
+    assert report["baseline"]["name"] == "constant-box" and 0.0 <= report["baseline"]["auc"] <= 1.0
+    names = [s["name"] for s in report["stages"]]
+    assert names == STAGES
+    keys = {"name", "depth", "mlp_ratio", "params", "macs", "fps", "auc", "precision", "norm_precision", "seconds"}
+    for s in report["stages"]:
+        assert keys <= set(s)
+    depths = [s["depth"] for s in report["stages"]]
+    assert depths == [12, 12, 8, 4, 4, 4]
+    final = report["stages"][-1]
+    assert final["mlp_ratio"] == 1.0 and final["score_head"] is True and final["head"] == "t4"
+    assert report["stages"][0]["head"] == "corner"
+    macs = [s["macs"] for s in report["stages"][1:]]
+    assert macs[1] < macs[0] and macs[2] < macs[1] and macs[3] < macs[2]
+    for f in ("report.md", "auc_vs_fps.png", "prune.log", "run.json"):
+        assert os.path.isfile(os.path.join(tiny_run, f)), f
+    assert open(os.path.join(tiny_run, "auc_vs_fps.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    log = open(os.path.join(tiny_run, "prune.log")).read()
+    assert "budget  tiny: toy sizes for tests" in log
+    assert "removing layers [0, 3, 6, 9] of 12" in log
+    pmdp4 = json.load(open(os.path.join(tiny_run, "pmdp-4", "metrics.json")))
+    assert pmdp4["layer_map"] == {"old_depth": 8, "removed": [0, 2, 4, 6]}
+    assert pmdp4["feature_pairs_after"] == [[0, 1], [1, 3], [2, 5], [3, 7]]
+    for stage in STAGES:
+        assert not os.path.exists(os.path.join(tiny_run, stage, "checkpoint.safetensors"))
+
+
+def test_stage_models_reload(tiny_run):
+    model = dio.load(os.path.join(tiny_run, "score", "model"))
+    assert len(model.backbone.blocks) == 4 and model.score_head is not None
+    assert {b.mlp.fc1.out_features for b in model.backbone.blocks} == {32}  # ratio 1 at width 32
+
+
+def test_finished_run_is_never_overwritten_without_force(tiny_run, capsys):
+    assert _cli(ARGS + ["--out", tiny_run]) == 2
+    assert "already holds a finished run of 'tiny-s'; pass --resume to continue it or --force" in capsys.readouterr().err
+    before = os.path.getmtime(os.path.join(tiny_run, "score", "metrics.json"))
+    assert _cli(ARGS + ["--out", tiny_run, "--resume"]) == 0  # nothing left: every stage is skipped
+    assert os.path.getmtime(os.path.join(tiny_run, "score", "metrics.json")) == before
+    assert _cli(ARGS + ["--out", tiny_run, "--seed", "4", "--resume"]) == 2
+    assert "seed: 3 -> 4" in capsys.readouterr().err
+
+
+def test_force_restarts(tmp_path):
+    out = str(tmp_path / "run")
+    os.makedirs(os.path.join(out, "teacher"))
+    open(os.path.join(out, "run.json"), "w").write(json.dumps({"recipe": "tiny-s", "stages": ["teacher"]}))
+    open(os.path.join(out, "teacher", "metrics.json"), "w").write("{}")
+    assert _cli(ARGS + ["--out", out, "--force", "--budget", "tiny"]) == 0
+    assert json.load(open(os.path.join(out, "teacher", "metrics.json")))["depth"] == 12
+
+
+def test_dry_run_prints_plan_and_writes_nothing(tmp_path, capsys):
+    out = str(tmp_path / "never")
+    assert _cli(ARGS + ["--out", out, "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    for stage in STAGES:
+        assert stage in text
+    assert "removes layers [0, 3, 6, 9]" in text and "t4/16+score" in text
+    assert not os.path.exists(out)
+    assert _cli(["prune", "--dry-run"]) == 0  # the shipped demo plan
+    text = capsys.readouterr().out
+    assert "mixformerv2-s: plan (demo budget)" in text and "mlp-ratio-1" in text
+
+
+def test_bad_inputs_fail_before_training(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert _cli(ARGS + ["--out", out, "--data", f"got10k:{tmp_path / 'nope'}"]) == 2
+    assert "dataset directory not found" in capsys.readouterr().err
+    bad = tmp_path / "teacher.pth.tar"
+    bad.write_bytes(b"not a checkpoint")
+    assert _cli(ARGS + ["--out", out, "--teacher", str(bad)]) == 2
+    assert "teacher.pth.tar" in capsys.readouterr().err
+    assert _cli(ARGS + ["--out", out, "--teacher", str(tmp_path / "missing")]) == 2
+    assert "no such file or directory" in capsys.readouterr().err
+    assert _cli(ARGS + ["--out", out, "--budget", "huge"]) == 2
+    assert "has no budget 'huge'" in capsys.readouterr().err
+    assert not os.path.exists(out)
+
+
+def test_teacher_from_a_saved_model(tiny_run, tmp_path):
+    out = str(tmp_path / "run")
+    teacher = os.path.join(tiny_run, "teacher", "model")
+    assert _cli(ARGS + ["--out", out, "--teacher", teacher]) == 0
+    row = json.load(open(os.path.join(out, "teacher", "metrics.json")))
+    assert row["source"] == teacher and row["seconds"] == 0.0
+    assert _weights(out, "teacher").keys() == _weights(tiny_run, "teacher").keys()
+    _same_weights(tiny_run, out)  # same teacher, same seed: the same route
+
+
+def test_non_finite_loss_stops_with_part_and_step(tmp_path, monkeypatch, capsys):
+    from distilkit.recipes import losses
+
+    original = losses.StageLoss.__call__
+    calls = {"n": 0}
+
+    def poisoned(self, out, teacher_out, batch):
+        total, parts = original(self, out, teacher_out, batch)
+        calls["n"] += 1
+        if calls["n"] == 4 + 4 + 6:  # teacher and dense-to-sparse have 4 steps each; pmdp-8 step 6
+            parts["l1"] = parts["l1"] * float("nan")
+        return total, parts
+
+    monkeypatch.setattr(losses.StageLoss, "__call__", poisoned)
+    out = str(tmp_path / "run")
+    assert _cli(ARGS + ["--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "stage 'pmdp-8': non-finite loss part 'l1' = nan at step 6 (epoch 1)" in err
+    assert "last good checkpoint" in err
+    from distilkit.recipes.state import load_state
+
+    state = load_state(os.path.join(out, "pmdp-8", "checkpoint.safetensors"))
+    assert (state["epoch"], state["step_in_epoch"]) == (1, 0)  # written after epoch 0, before the bad step
+    assert not os.path.exists(os.path.join(out, "pmdp-8", "metrics.json"))
+    assert "non-finite loss" in open(os.path.join(out, "prune.log")).read()
+
+
+_KILL_MID_PMDP = """
+import os, signal, sys
+from distilkit.recipes import trainer
+save = trainer.Trainer.save_checkpoint
+def save_then_die(self):
+    save(self)
+    if self.name == "pmdp-8" and self.global_step == 3:  # mid-epoch, mid-fade (gamma strictly between 0 and 1)
+        os.kill(os.getpid(), signal.SIGKILL)
+trainer.Trainer.save_checkpoint = save_then_die
+from distilkit.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
+def test_kill_mid_pmdp_then_resume_gives_identical_weights(tiny_run, tmp_path):
+    out = str(tmp_path / "run")
+    killed = subprocess.run([sys.executable, "-c", _KILL_MID_PMDP, *ARGS, "--out", out], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert os.path.isfile(os.path.join(out, "dense-to-sparse", "metrics.json"))
+    assert os.path.isfile(os.path.join(out, "pmdp-8", "checkpoint.safetensors"))
+    assert not os.path.exists(os.path.join(out, "pmdp-8", "metrics.json"))
+    from distilkit.recipes.state import load_state
+
+    state = load_state(os.path.join(out, "pmdp-8", "checkpoint.safetensors"))
+    assert (state["epoch"], state["step_in_epoch"]) == (0, 3) and 0 < state["pruner"]["progress"] < 1
+    resumed = subprocess.run([sys.executable, "-m", "distilkit", *ARGS, "--out", out, "--resume"],
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    log = open(os.path.join(out, "prune.log")).read()
+    assert "[teacher] finished earlier: skipped" in log and "[pmdp-8] resuming at epoch 0 step 3/4" in log
+    _same_weights(tiny_run, out)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_agree(tmp_path):
+    out = str(tmp_path / "run")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "distilkit", *ARGS, "--out", out, "--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.load(open(os.path.join(out, "report.json")))
+    assert report["world_size"] == 2
+    for stage in STAGES:
+        row = json.load(open(os.path.join(out, stage, "metrics.json")))
+        digests = row["rank_digests"]
+        assert len(digests) == 2 and digests[0] == digests[1], stage
+    assert [s["depth"] for s in report["stages"]] == [12, 12, 8, 4, 4, 4]

@@ -71,9 +71,20 @@ def kept_layers(how: str, influence: list[float]) -> list[int]:
     return [i for i in range(DEPTH) if i not in removed]
 
 
-def reuse(rows: list[dict[str, Any]], kept: list[int], m: float) -> dict[str, Any] | None:
-    """An earlier row that trains exactly the same student (same kept layers and m): its runs are reused."""
-    return next((r for r in rows if r["kept"] == kept and r["m"] == m), None)
+def run_variants(epochs: float, influence: list[float], seeds: list[int], log: Callable[[str], None],
+                 run_one: Callable[[dict[str, Any], list[int], int], dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per variant, `run_one(variant, kept, seed)` per seed; a variant that trains exactly the same
+    student as an earlier row (same kept layers and m) reuses its runs."""
+    rows: list[dict[str, Any]] = []
+    for v in variants(epochs):
+        kept = kept_layers(v["layers"], influence)
+        same = next((r for r in rows if r["kept"] == kept and r["m"] == v["m"]), None)
+        if same is not None:
+            rows.append({**v, "kept": kept, "runs": same["runs"], "same_as": same["name"]})
+            log(f"  {v['name']:<24} keeps the layers of {same['name']}: same runs")
+            continue
+        rows.append({**v, "kept": kept, "runs": [run_one(v, kept, seed) for seed in seeds]})
+    return rows
 
 
 # -- tracking --------------------------------------------------------------------------------------
@@ -109,21 +120,15 @@ def run_tracking(scale: TrackingScale, seeds: list[int], log: Callable[[str], No
     loader = torch.utils.data.DataLoader(bench.pairs(seed=10_000, cached=False), batch_size=scale.batch_size)
     calib = [(b["template"], b["online_template"], b["search"]) for b in itertools.islice(loader, CALIBRATION_BATCHES)]
     influence = block_influence(teacher, calib, blocks=BLOCKS)
-    rows: list[dict[str, Any]] = []
-    for v in variants(scale.student_epochs):
-        kept = kept_layers(v["layers"], influence)
-        same = reuse(rows, kept, v["m"])
-        if same is not None:
-            rows.append({**v, "kept": kept, "runs": same["runs"], "same_as": same["name"]})
-            log(f"  {v['name']:<24} keeps the layers of {same['name']}: same runs")
-            continue
-        runs = []
-        for seed in seeds:
-            student, secs = tracking_student(bench, teacher, kept, v["m"], seed + 1, scale.student_epochs)
-            assert len(student.backbone.blocks) == KEEP
-            runs.append({"seed": seed, "seconds": secs, **bench.evaluate(student, v["name"])})
-            log(f"  {v['name']:<24} seed {seed}: AUC {runs[-1]['auc']:.3f} ({secs:.0f} s)")
-        rows.append({**v, "kept": kept, "runs": runs})
+
+    def run_one(v: dict[str, Any], kept: list[int], seed: int) -> dict[str, Any]:
+        student, secs = tracking_student(bench, teacher, kept, v["m"], seed + 1, scale.student_epochs)
+        assert len(student.backbone.blocks) == KEEP
+        run = {"seed": seed, "seconds": secs, **bench.evaluate(student, v["name"])}
+        log(f"  {v['name']:<24} seed {seed}: AUC {run['auc']:.3f} ({secs:.0f} s)")
+        return run
+
+    rows = run_variants(scale.student_epochs, influence, seeds, log, run_one)
     return {"scale": dataclasses.asdict(scale), "teacher": teacher_eval,
             "constant_box_auc": bench.constant_box_auc(), "influence": influence, "rows": rows,
             "losses": STUDENT_LOSSES, "teacher_features": TEACHER_FEATURES}
@@ -154,32 +159,26 @@ def run_classification(quick: bool, seeds: list[int], log: Callable[[str], None]
     log(f"classification teacher (12 layers) trained in {time.perf_counter() - start:.0f} s: acc {teacher_acc:.3f}")
     influence = block_influence(teacher, [train[0][i:i + 256] for i in range(0, min(len(train[0]), 1024), 256)])
     iters = math.ceil(cfg.train_size / cfg.batch)
-    rows: list[dict[str, Any]] = []
-    for v in variants(cfg.student_epochs):
-        kept = kept_layers(v["layers"], influence)
-        same = reuse(rows, kept, v["m"])
-        if same is not None:
-            rows.append({**v, "kept": kept, "runs": same["runs"], "same_as": same["name"]})
-            log(f"  {v['name']:<24} keeps the layers of {same['name']}: same runs")
-            continue
-        runs = []
-        for seed in seeds:
-            torch.manual_seed(seed + 1)
-            t0 = time.perf_counter()
-            if v["m"] == 0:
-                student = init_student_from_layers(teacher, kept).requires_grad_(True)
-                ex.fit(student, train, cfg, cfg.student_epochs, seed + 1, teacher=teacher)
-            else:
-                student = copy.deepcopy(teacher).requires_grad_(True)
-                pruner = ProgressiveDepthPruner(student, [i for i in range(DEPTH) if i not in kept],
-                                                schedule=CosineSchedule(m=v["m"]), unit="iteration",
-                                                iters_per_epoch=iters)
-                ex.fit(student, train, cfg, cfg.student_epochs, seed + 1, teacher=teacher, pruner=pruner)
-                pruner.finalize()
-            assert len(student.blocks) == KEEP
-            runs.append({"seed": seed, "seconds": time.perf_counter() - t0, "accuracy": ex.accuracy(student, test)})
-            log(f"  {v['name']:<24} seed {seed}: acc {runs[-1]['accuracy']:.3f}")
-        rows.append({**v, "kept": kept, "runs": runs})
+
+    def run_one(v: dict[str, Any], kept: list[int], seed: int) -> dict[str, Any]:
+        torch.manual_seed(seed + 1)
+        t0 = time.perf_counter()
+        if v["m"] == 0:
+            student = init_student_from_layers(teacher, kept).requires_grad_(True)
+            ex.fit(student, train, cfg, cfg.student_epochs, seed + 1, teacher=teacher)
+        else:
+            student = copy.deepcopy(teacher).requires_grad_(True)
+            pruner = ProgressiveDepthPruner(student, [i for i in range(DEPTH) if i not in kept],
+                                            schedule=CosineSchedule(m=v["m"]), unit="iteration",
+                                            iters_per_epoch=iters)
+            ex.fit(student, train, cfg, cfg.student_epochs, seed + 1, teacher=teacher, pruner=pruner)
+            pruner.finalize()
+        assert len(student.blocks) == KEEP
+        run = {"seed": seed, "seconds": time.perf_counter() - t0, "accuracy": ex.accuracy(student, test)}
+        log(f"  {v['name']:<24} seed {seed}: acc {run['accuracy']:.3f}")
+        return run
+
+    rows = run_variants(cfg.student_epochs, influence, seeds, log, run_one)
     return {"config": dataclasses.asdict(cfg), "teacher": {"accuracy": teacher_acc}, "influence": influence,
             "chance": 1.0 / len(ex.SHAPES), "rows": rows}
 

@@ -1,9 +1,11 @@
 """Per-frame latency of MixFormerV2-S/-B on CPU: full forward vs template-cached path, with a roofline.
 
 Run: python benchmarks/tracker_speed.py [--frames 40] [--warmup 5] [--models mixformerv2-s mixformerv2-b] [--threads N]
-Random weights (speed does not depend on them). Paths are timed round-robin, frame by frame, so that
-load from other processes hits all of them alike; warm-up frames are excluded. The roofline line is
-the per-frame lower bound 2·MACs / (measured dense fp32 matmul FLOP/s) for each path.
+Random weights (speed does not depend on them). Every path runs with the default linear kernel
+(`F.linear`) and with prepacked oneDNN weights (`distilkit.prepack`, what `MixFormerV2Tracker` uses):
+two copies of the model, timed round-robin frame by frame so that load from other processes hits all
+of them alike; warm-up frames are excluded. The speed-up compares a path with the full forward on the
+same kernel. The roofline is the per-frame lower bound 2·MACs / (measured dense fp32 matmul FLOP/s).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
+from distilkit.prepack import prepack_available, prepack_linears
 from distilkit.trackers.mixformerv2 import MixFormerV2Config, build_model
 
 
@@ -53,37 +56,50 @@ def analytic_macs(cfg: MixFormerV2Config, path: str) -> int:
 
 
 def matmul_peak_gflops(reps: int = 5) -> float:
-    """Best sustained fp32 GEMM rate over a few shapes (square and the model's own linear shapes)."""
+    """Best sustained fp32 GEMM rate over a few shapes (square and the model's own linear shapes), with
+    the default kernel and, where available, the prepacked oneDNN one: the roofline uses the faster."""
     best = 0.0
     for m, k, n in ((1024, 1024, 1024), (2048, 2048, 2048), (200, 768, 2304), (329, 768, 3072)):
         a, w = torch.randn(m, k), torch.randn(n, k)
+        kernels = [lambda: F.linear(a, w)]
+        if prepack_available():
+            packed = torch.ops.mkldnn._reorder_linear_weight(w, m)
+            kernels.append(lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], ""))
         inner = max(1, int(4e9 / (2 * m * k * n)))
-        for _ in range(2):
-            F.linear(a, w)
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                F.linear(a, w)
-            best = max(best, 2 * m * k * n * inner / (time.perf_counter() - t0) / 1e9)
+        for kernel in kernels:
+            for _ in range(2):
+                kernel()
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                for _ in range(inner):
+                    kernel()
+                best = max(best, 2 * m * k * n * inner / (time.perf_counter() - t0) / 1e9)
     return best
 
 
-def time_paths(name: str, frames: int, warmup: int) -> tuple[MixFormerV2Config, dict[str, list[float]]]:
+def time_paths(name: str, frames: int, warmup: int) -> tuple[MixFormerV2Config, dict[tuple[str, str], list[float]]]:
+    """Per-frame times in ms keyed by (linear kernel, path)."""
     torch.manual_seed(0)
-    model = build_model(name).eval()
-    cfg = model.config
+    models = {"default": build_model(name).eval()}
+    cfg = models["default"].config
+    if prepack_available():
+        torch.manual_seed(0)
+        models["prepacked"] = build_model(name).eval()
+        prepack_linears(models["prepacked"], batch_hint=cfg.search_feat_size**2 + cfg.num_pred_tokens)
     t = torch.randn(1, 3, cfg.template_size, cfg.template_size)
     s = torch.randn(1, 3, cfg.search_size, cfg.search_size)
-    paths = {
-        "full": lambda: model(t, t, s),
-        "cached": lambda: model.forward_search(s),
-        "cached-untrimmed": lambda: model.forward_search(s, skip_unused=False),
-    }
-    times: dict[str, list[float]] = {k: [] for k in paths}
+    paths = {}
+    for kernel, model in models.items():
+        paths[kernel, "full"] = lambda model=model: model(t, t, s)
+        paths[kernel, "cached"] = lambda model=model: model.forward_search(s)
+        paths[kernel, "cached-untrimmed"] = lambda model=model: model.forward_search(s, skip_unused=False)
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in paths}
     with torch.inference_mode():
-        model.set_templates(t, t)
-        ref = model(t, t, s)["boxes"]
-        assert torch.allclose(model.forward_search(s)["boxes"], ref, atol=1e-5)
+        ref = models["default"](t, t, s)["boxes"]
+        for model in models.values():
+            model.set_templates(t, t)
+            assert torch.allclose(model.forward_search(s)["boxes"], ref, atol=1e-5)
+            assert torch.allclose(model(t, t, s)["boxes"], ref, atol=1e-5)
         for i in range(warmup + frames):
             for key, fn in paths.items():
                 t0 = time.perf_counter()
@@ -106,20 +122,21 @@ def main() -> None:
     peak = matmul_peak_gflops()
     console.print(f"torch {torch.__version__}, {threads} threads; dense fp32 matmul peak {peak:.0f} GFLOP/s")
     table = Table(title="per-frame latency (ms), batch 1, fp32")
-    for col in ("model", "path", "GMAC", "median", "p90", "FPS", "roofline", "median/roofline", "speed-up"):
+    for col in ("model", "linear kernel", "path", "GMAC", "median", "p90", "FPS", "roofline", "median/roofline", "speed-up"):
         table.add_column(col, justify="right")
     for name in args.models:
         cfg, times = time_paths(name, args.frames, args.warmup)
-        full_median = float(np.median(times["full"]))
-        for path, ts in times.items():
+        for (kernel, path), ts in times.items():
+            full_median = float(np.median(times[kernel, "full"]))
             macs = analytic_macs(cfg, path)
             med, p90 = float(np.median(ts)), float(np.percentile(ts, 90))
             bound = 2 * macs / (peak * 1e9) * 1e3
-            table.add_row(name, path, f"{macs / 1e9:.3f}", f"{med:.1f}", f"{p90:.1f}", f"{1e3 / med:.1f}",
+            table.add_row(name, kernel, path, f"{macs / 1e9:.3f}", f"{med:.1f}", f"{p90:.1f}", f"{1e3 / med:.1f}",
                           f"{bound:.1f}", f"{med / bound:.2f}x", f"{full_median / med:.2f}x")
     console.print(table)
-    console.print("speed-up = full-forward median / path median; roofline = 2·MACs / matmul peak. "
-                  "cached: template K/V reused, last block computes the 4 prediction tokens only.")
+    console.print("speed-up = full-forward median / path median, same linear kernel; roofline = 2·MACs / matmul peak. "
+                  "cached: template K/V reused, last block computes the 4 prediction tokens only. "
+                  "prepacked: distilkit.prepack (oneDNN weights reordered once), as MixFormerV2Tracker runs.")
 
 
 if __name__ == "__main__":

@@ -123,5 +123,7 @@ def test_tracker_speed_tiny_prints_every_path_with_a_roofline():
     text = _run([str(BENCH / "tracker_speed.py"), "--frames", "2", "--warmup", "1", "--models", "mixformerv2-s-tiny"])
     assert "matmul peak" in text and "roofline" in text
     rows = [ln for ln in text.splitlines() if "mixformerv2-s-tiny" in ln]
-    paths = {cell.strip() for ln in rows for cell in ln.replace("│", "|").split("|")}
-    assert {"full", "cached", "cached-untrimmed"} <= paths
+    cells = [[c.strip() for c in ln.replace("│", "|").split("|")] for ln in rows]
+    assert {"full", "cached", "cached-untrimmed"} <= {c for row in cells for c in row}
+    assert {"default", "prepacked"} <= {c for row in cells for c in row}
+    assert len(rows) == 6

@@ -16,8 +16,8 @@ import torch
 from distilkit.data.crop import CropWindow, clip_box, crop_around
 from distilkit.data.sampler import IMAGENET_MEAN, IMAGENET_STD
 from distilkit.errors import DistilkitError
+from distilkit.prepack import prepack_available, prepack_linears
 from distilkit.trackers.mixformerv2.model import MixFormerV2
-
 
 
 class MixFormerV2Tracker:
@@ -33,7 +33,11 @@ class MixFormerV2Tracker:
         update_interval: int = 200,
         score_threshold: float = 0.5,
         device: str | torch.device = "cpu",
+        prepack: bool = True,
     ) -> None:
+        """prepack (CPU only): switch the model's linear layers to prepacked oneDNN kernels
+        (`distilkit.prepack`), about 1.1-1.2x faster per frame with the same outputs; they fall back to
+        plain `nn.Linear` under autograd, so the model stays trainable."""
         cfg = model.config
         self.template_size = cfg.template_size if template_size is None else template_size
         self.search_size = cfg.search_size if search_size is None else search_size
@@ -46,6 +50,8 @@ class MixFormerV2Tracker:
             raise DistilkitError(f"update_interval must be >= 1, got {update_interval}")
         self.model = model.to(device).eval()
         self.device = torch.device(device)
+        if prepack and self.device.type == "cpu" and prepack_available():
+            prepack_linears(self.model, batch_hint=cfg.search_feat_size**2 + cfg.num_pred_tokens)
         self.template_factor = template_factor
         self.search_factor = cfg.search_factor if search_factor is None else search_factor
         self.update_interval = update_interval

@@ -1,0 +1,92 @@
+"""Prepacked-weight linear layers for fast CPU inference (oneDNN), for any model.
+
+`prepack_linears(model)` switches every `nn.Linear` to oneDNN's linear kernel with its weight reordered
+once into the blocked layout that kernel wants; per call this saves the repacking the default GEMM
+does, which is a quarter of the time of a transformer's linears at tracking batch sizes. Outputs equal
+`F.linear` to float rounding. The fast kernel is used only where it is valid (CPU, fp32, no autograd
+recording, no dispatch mode such as the FLOPs counter active); everywhere else the layer is a plain
+`nn.Linear`. Weights changed in place (an optimizer step, `load_state_dict`) are repacked on the next
+call, so a prepacked model stays correct; `unpack_linears` restores the plain class.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["PrepackedLinear", "prepack_available", "prepack_linears", "unpack_linears"]
+
+
+def prepack_available() -> bool:
+    """True when this torch build has the oneDNN linear kernel and weight reorder."""
+    ops = torch.ops.mkldnn
+    return torch.backends.mkldnn.is_available() and hasattr(ops, "_linear_pointwise") and hasattr(ops, "_reorder_linear_weight")
+
+
+class PrepackedLinear(nn.Linear):
+    """An `nn.Linear` (same parameters, state-dict keys and hooks) computed with a prepacked weight."""
+
+    batch_hint: int
+    _packed: torch.Tensor | None
+    _packed_key: tuple[int, int] | None
+
+    def _fresh_packed(self) -> torch.Tensor:
+        key = (self.weight.data_ptr(), self.weight._version)
+        if self._packed is None or self._packed_key != key:
+            with torch.no_grad():
+                self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), self.batch_hint)
+            self._packed_key = key
+        return self._packed
+
+    def _fast_path_ok(self, x: torch.Tensor) -> bool:
+        if x.device.type != "cpu" or x.dtype != torch.float32 or self.weight.dtype != torch.float32:
+            return False
+        if self.weight.device.type != "cpu" or x.dim() < 2:
+            return False
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad
+                                        or (self.bias is not None and self.bias.requires_grad)):
+            return False
+        return torch._C._len_torch_dispatch_stack() == 0
+
+    def __getstate__(self) -> dict:
+        """Copies and pickles carry the weights only; the opaque packed tensor is rebuilt on first use."""
+        state = super().__getstate__()
+        state["_packed"], state["_packed_key"] = None, None
+        return state
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._fast_path_ok(x):
+            return F.linear(x, self.weight, self.bias)
+        flat = x.reshape(-1, x.shape[-1])
+        out = torch.ops.mkldnn._linear_pointwise(flat, self._fresh_packed(), self.bias, "none", [], "")
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def prepack_linears(model: nn.Module, batch_hint: int = 256) -> int:
+    """Turn every `nn.Linear` in `model` into a `PrepackedLinear` (in place); returns how many changed.
+
+    `batch_hint` is the typical number of rows (tokens × batch) per call, used to pick the weight layout.
+    A build without the oneDNN kernel raises RuntimeError instead of silently running the slow path.
+    """
+    if not prepack_available():
+        raise RuntimeError("prepack_linears: this torch build has no oneDNN linear kernel (torch.ops.mkldnn)")
+    count = 0
+    for module in model.modules():
+        if type(module) is nn.Linear:
+            module.__class__ = PrepackedLinear
+            module.batch_hint, module._packed, module._packed_key = int(batch_hint), None, None
+            count += 1
+    return count
+
+
+def unpack_linears(model: nn.Module) -> int:
+    """Undo `prepack_linears`: back to plain `nn.Linear`, packed copies freed; returns how many changed."""
+    count = 0
+    for module in model.modules():
+        if type(module) is PrepackedLinear:
+            module.__class__ = nn.Linear
+            for attr in ("batch_hint", "_packed", "_packed_key"):
+                module.__dict__.pop(attr, None)
+            count += 1
+    return count

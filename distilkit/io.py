@@ -201,7 +201,8 @@ def structural_edits(reference: nn.Module, model: nn.Module) -> list[dict[str, A
             ref = reference.get_submodule(name) if name else reference
         except AttributeError:
             raise DistilkitError(f"cannot save: the factory's build of the model has no {name!r}") from None
-        if type(ref) is not type(module):
+        kind = getattr(type(module), "saved_as", type(module))  # runtime variants (PrepackedLinear) save as their base
+        if type(ref) is not kind:
             raise DistilkitError(
                 f"cannot save: {name or 'model'} is {type(module).__name__} but the factory builds {type(ref).__name__}"
             )

@@ -11,11 +11,13 @@ call, so a prepacked model stays correct; `unpack_linears` restores the plain cl
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PrepackedLinear", "prepack_available", "prepack_linears", "unpack_linears"]
+__all__ = ["PrepackedLinear", "prepack_available", "prepack_linears", "prepacked_view", "unpack_linears"]
 
 
 def prepack_available() -> bool:
@@ -26,6 +28,9 @@ def prepack_available() -> bool:
 
 class PrepackedLinear(nn.Linear):
     """An `nn.Linear` (same parameters, state-dict keys and hooks) computed with a prepacked weight."""
+
+    #: what `distilkit.io` saves and rebuilds this module as (the packed copy is a runtime cache only)
+    saved_as = nn.Linear
 
     batch_hint: int
     _packed: torch.Tensor | None
@@ -78,6 +83,15 @@ def prepack_linears(model: nn.Module, batch_hint: int = 256) -> int:
             module.batch_hint, module._packed, module._packed_key = int(batch_hint), None, None
             count += 1
     return count
+
+
+def prepacked_view(model: nn.Module, batch_hint: int = 256) -> nn.Module:
+    """A prepacked copy of `model` that shares its parameters and buffers (no extra weight memory):
+    `model` itself is left untouched, and in-place weight changes to it show through (and are repacked)."""
+    shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    view = copy.deepcopy(model, shared)
+    prepack_linears(view, batch_hint)
+    return view
 
 
 def unpack_linears(model: nn.Module) -> int:

@@ -91,13 +91,14 @@ def test_pmdp_ablation_quick_writes_both_tables_and_plot(tmp_path):
 def test_d2s_ablation_quick_writes_table_and_plot(tmp_path):
     res = _load("d2s_ablation").main(["--quick", "--seeds", "3", "--threads", "1", "--out", str(tmp_path)])
     [(header, rows)] = markdown_tables((tmp_path / "d2s_ablation.md").read_text())
-    assert "AUC % (mean ± std)" in header and len(rows) == 4
-    assert "dense-to-sparse" in rows[0][0] and "ground truth only" in rows[1][0] and "teacher" in rows[2][0]
-    assert rows[0][1].startswith("kl×5") and "kl" not in rows[1][1]
+    assert "AUC % (mean ± std)" in header and len(rows) == 5
+    assert "dense-to-sparse" in rows[0][0] and "attention" in rows[1][0] and "ground truth only" in rows[2][0]
+    assert "teacher" in rows[3][0]
+    assert rows[0][1].startswith("kl×5") and "attn×2" in rows[1][1] and "kl" not in rows[2][1]
     for row in rows:
         _percent(row[2])
     assert [run["seed"] for run in res["rows"][0]["runs"]] == [3]
-    assert json.loads((tmp_path / "d2s_ablation.json").read_text())["rows"][1]["name"] == "ground truth only"
+    assert json.loads((tmp_path / "d2s_ablation.json").read_text())["rows"][2]["name"] == "ground truth only"
     _png(tmp_path / "d2s_ablation.png")
 
 

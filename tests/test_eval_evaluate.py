@@ -174,3 +174,19 @@ def test_cli_factory_builds_a_mixformerv2_tracker_that_evaluates():
     assert 0.0 <= res.overall["auc"] <= 1.0
     with pytest.raises(DistilkitError, match="not a MixFormerV2"):
         _tracker_factory("timm:resnet18", "synthetic", None, "cpu")
+
+
+def test_cli_eval_says_when_weights_are_random(tmp_path, capsys):
+    from distilkit import io
+    from distilkit.cli import main
+    from distilkit.trackers.mixformerv2 import build_model
+
+    def run(spec):
+        with pytest.raises(SystemExit) as exc:
+            main(["eval", spec, "--data", "synthetic:1", "--sequences", "1", "--no-progress"])
+        assert exc.value.code == 0
+        return capsys.readouterr()
+
+    assert "weights are random" in run("mixformerv2-s-tiny").err
+    saved = io.save(build_model("mixformerv2-s-tiny"), tmp_path / "model")
+    assert "weights are random" not in run(str(saved)).err

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from distilkit.prepack import PrepackedLinear, prepack_available, prepack_linears, unpack_linears
+from distilkit import io
+from distilkit.prepack import PrepackedLinear, prepack_available, prepack_linears, prepacked_view, unpack_linears
 from distilkit.profile import profile
 from distilkit.trackers.mixformerv2 import MixFormerV2Tracker, build_model
 
@@ -90,8 +91,29 @@ def test_mixformerv2_cached_and_full_paths_unchanged():
         assert torch.allclose(out["side_logits"], ref["side_logits"], atol=1e-4)
 
 
-def test_tracker_prepacks_by_default_and_can_opt_out():
-    fast = MixFormerV2Tracker(build_model("mixformerv2-s-tiny"))
+def test_prepacked_view_shares_weights_and_leaves_the_model_alone():
+    model, x = _mlp(), torch.randn(4, 12)
+    view = prepacked_view(model)
+    assert type(model[0]) is nn.Linear and isinstance(view[0], PrepackedLinear)
+    assert view[0].weight is model[0].weight
+    with torch.no_grad():
+        model[0].weight.add_(1.0)  # e.g. an optimizer step on the original
+        assert torch.allclose(view(x), model(x), atol=1e-5)
+
+
+def test_prepacked_models_save_and_load_as_plain_ones(tmp_path):
+    model = build_model("mixformerv2-s-tiny").eval()
+    prepack_linears(model)
+    loaded = io.load(io.save(model, tmp_path / "m"))
+    assert not any(isinstance(m, PrepackedLinear) for m in loaded.modules())
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_tracker_prepacks_a_view_by_default_and_can_opt_out():
+    model = build_model("mixformerv2-s-tiny")
+    fast = MixFormerV2Tracker(model)
     assert any(isinstance(m, PrepackedLinear) for m in fast.model.modules())
+    assert not any(isinstance(m, PrepackedLinear) for m in model.modules())  # the caller's model is untouched
     plain = MixFormerV2Tracker(build_model("mixformerv2-s-tiny"), prepack=False)
     assert not any(isinstance(m, PrepackedLinear) for m in plain.model.modules())

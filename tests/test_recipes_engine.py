@@ -7,6 +7,8 @@ import os
 import random
 
 import numpy as np
+import math
+
 import pytest
 import torch
 
@@ -87,6 +89,31 @@ def test_stage_loss_parts_weights_and_negatives():
     assert parts["bce"].item() < 1e-3
     with pytest.raises(DistilkitError, match="score head"):
         bce({"boxes": gt}, None, batch)
+
+
+def test_stage_loss_attention_part_uses_teacher_corners_and_positives_only():
+    from distilkit.trackers.mixformerv2 import corner_attention_targets
+
+    g = 4
+    corner = torch.zeros(2, 2, g * g)
+    corner[:, 0, 1 * g + 2] = 30.0
+    corner[:, 1, 3 * g + 3] = 30.0
+    teacher = {"corner_logits": corner}
+    target = corner_attention_targets(teacher_side_probs(teacher, g), g)          # (2, 4, 16)
+    exact = target.clamp_min(1e-12).log()[:, None].expand(2, 3, 4, g * g)        # 3 heads attending as told
+    uniform = torch.full((2, 3, 4, g * g), -math.log(g * g))
+    batch = {"search_box": torch.zeros(2, 4), "label": torch.tensor([1.0, 0.0])}
+    loss = StageLoss({"attn": 2.0}, attention_layers=1)
+    assert loss.needs_teacher and loss.needs_pred_attention
+    total, parts = loss({"pred_attention": [uniform, exact]}, teacher, batch)     # only the last block counts
+    assert parts["attn"].item() == pytest.approx(0.0, abs=1e-4) and total.item() == pytest.approx(0.0, abs=1e-3)
+    wrong_negative = exact.clone()
+    wrong_negative[1] = uniform[1]
+    assert loss({"pred_attention": [wrong_negative]}, teacher, batch)[1]["attn"].item() == pytest.approx(0.0, abs=1e-4)
+    both = StageLoss({"attn": 1.0}, attention_layers=2)({"pred_attention": [uniform, exact]}, teacher, batch)[1]["attn"]
+    assert both.item() == pytest.approx(math.log(g * g) / 2, rel=1e-3)
+    with pytest.raises(DistilkitError, match="prediction tokens"):
+        loss({"boxes": torch.zeros(2, 4)}, teacher, batch)
 
 
 def test_lr_factor_warmup_and_drop():

@@ -4,6 +4,7 @@ non-finite loss, kill -9 mid-PMDP + --resume, and 2-process gloo DDP."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -69,6 +70,10 @@ def test_report_has_every_stage_and_the_final_architecture(tiny_run):
     log = open(os.path.join(tiny_run, "prune.log")).read()
     assert "budget  tiny: toy sizes for tests" in log
     assert "removing layers [0, 3, 6, 9] of 12" in log
+    for stage, has_attn in (("dense-to-sparse", True), ("pmdp-8", True), ("pmdp-4", False)):  # recipe / budget override
+        final = json.load(open(os.path.join(tiny_run, stage, "metrics.json")))["final_losses"]
+        assert {"kl", "l1", "ciou", "loss"} <= set(final) and ("attn" in final) == has_attn, stage
+        assert all(math.isfinite(v) for v in final.values())
     pmdp4 = json.load(open(os.path.join(tiny_run, "pmdp-4", "metrics.json")))
     assert pmdp4["layer_map"] == {"old_depth": 8, "removed": [0, 2, 4, 6]}
     assert pmdp4["feature_pairs_after"] == [[0, 1], [1, 3], [2, 5], [3, 7]]

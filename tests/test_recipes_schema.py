@@ -11,6 +11,7 @@ import yaml
 
 from distilkit.errors import DistilkitError
 from distilkit.recipes import load_recipe, resolve_recipe_path, shipped_recipes
+from distilkit.recipes.schema import effective_losses
 
 HERE = os.path.dirname(__file__)
 TINY = os.path.join(HERE, "data", "recipe-tiny.yaml")
@@ -31,6 +32,9 @@ def test_shipped_recipes_load_and_cover_the_route():
     assert paper.optimizer.weight_decay == 1e-4 and paper.optimizer.grad_clip == 0.1
     assert paper.batch_size == 32 and paper.samples_per_epoch == 60000
     assert paper.stages["pmdp-8"].epochs == 500 and paper.stages["pmdp-8"].m == 40
+    demo = s.budget("demo").stages["dense-to-sparse"]
+    assert effective_losses(s.stages[1], demo) == {"kl": 5.0, "l1": 5.0, "ciou": 2.0, "attn": 2.0}
+    assert effective_losses(s.stages[1], paper.stages["dense-to-sparse"]) == s.stages[1].losses  # paper: as published
     b = load_recipe("mixformerv2-b")
     assert [st.kind for st in b.stages] == ["teacher", "distill", "depth", "score"]
     assert b.stages[0].model == "mixvit-b"
@@ -111,6 +115,11 @@ def test_missing_field(tmp_path):
     (lambda d: d["stages"][4].pop("mlp_ratio"), "needs a positive target 'mlp_ratio'"),
     (lambda d: d["budgets"]["tiny"]["stages"]["pmdp-8"].update(m=5), "exceeds the stage's 2 epochs"),
     (lambda d: d["budgets"]["tiny"]["stages"].update(extra={"epochs": 1}), "no stage named 'extra'"),
+    (lambda d: d["budgets"]["tiny"]["stages"]["teacher"].update(losses={"attn": 1.0}), "unknown loss 'attn' for the teacher stage"),
+    (lambda d: d["budgets"]["tiny"]["stages"]["score"].update(losses={"bce": 0}), "stage 'score' is left without any loss"),
+    (lambda d: d["budgets"]["tiny"]["stages"]["dense-to-sparse"].update(losses={"feature": 1.0}), "'feature' loss needs 'feature_pairs'"),
+    (lambda d: d["budgets"]["tiny"]["stages"]["dense-to-sparse"].update(losses={"kl": -1.0}), "must be >= 0"),
+    (lambda d: d["stages"][1].update(attention_layers=0), "needs at least the last block"),
 ])
 def test_route_rules(tmp_path, edit, message):
     with pytest.raises(DistilkitError, match=re.escape(message)):

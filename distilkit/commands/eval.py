@@ -36,12 +36,19 @@ def _tracker_factory(spec: str, dataset_name: str, update_interval: Optional[int
     if spec.lower() in BASELINES:
         make_baseline(spec)  # fail now (e.g. OpenCV missing), not inside the loop
         return lambda: make_baseline(spec)
-    from distilkit.commands.models import resolve_model
+    from distilkit.commands.models import distilkit_model_names, resolve_model
     from distilkit.trackers.mixformerv2 import MixFormerV2, MixFormerV2Tracker
 
     model, _ = resolve_model(spec)
     if not isinstance(model, MixFormerV2):
         raise DistilkitError(f"{spec!r} is a {type(model).__name__}, not a MixFormerV2 tracker model: cannot track with it")
+    if spec in distilkit_model_names() and not Path(spec).is_dir():
+        from rich.console import Console
+
+        Console(stderr=True).print(
+            f"note: {spec!r} is an architecture name, so its weights are random (untrained); pass a directory "
+            "written by distilkit.io.save or distilkit prune (e.g. runs/mixformerv2-s/score/model) to evaluate trained weights"
+        )
     interval = update_interval or UPDATE_INTERVAL.get(dataset_name, 200)
     return lambda: MixFormerV2Tracker(model, update_interval=interval, device=device)
 

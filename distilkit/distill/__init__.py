@@ -1,7 +1,8 @@
-"""Generic distillation toolkit: corner-to-side marginals, KD losses, feature KD, box losses, Distiller."""
+"""Generic distillation toolkit: corner-to-side marginals, KD losses, attention and feature KD, box losses, Distiller."""
 
 from __future__ import annotations
 
+from distilkit.distill.attention import attention_kd
 from distilkit.distill.box import box_loss
 from distilkit.distill.distiller import Distiller, call_model
 from distilkit.distill.features import FeatureProjector, feature_kd
@@ -11,6 +12,7 @@ from distilkit.distill.kd import distribution_kd, logit_kd
 __all__ = [
     "Distiller",
     "FeatureProjector",
+    "attention_kd",
     "box_loss",
     "call_model",
     "corner_to_sides",

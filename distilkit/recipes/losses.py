@@ -1,4 +1,5 @@
-"""The loss of one stage: weighted parts (KL on side distributions, L1/GIoU/CIoU, feature MSE, score BCE).
+"""The loss of one stage: weighted parts (KL on side distributions, L1/GIoU/CIoU, feature MSE, prediction-token
+attention distillation, score BCE).
 
 Parts are returned unweighted (for display and non-finite checks) next to their weighted total.
 Teacher distributions come from T4 `side_logits` (softmax) or from corner heatmaps (marginals,
@@ -8,13 +9,15 @@ resampled onto the student's grid with its expectation preserved.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 
-from distilkit.distill import box_loss, corner_to_sides, distribution_kd, feature_kd
+from distilkit.distill import attention_kd, box_loss, corner_to_sides, distribution_kd, feature_kd
 from distilkit.errors import DistilkitError
+from distilkit.trackers.mixformerv2.token_targets import corner_attention_targets
 
 
 def resample_bins(probs: torch.Tensor, bins: int) -> torch.Tensor:
@@ -36,28 +39,41 @@ def resample_bins(probs: torch.Tensor, bins: int) -> torch.Tensor:
     return probs @ weights
 
 
+def native_side_probs(teacher_out: dict[str, Any]) -> torch.Tensor:
+    """Teacher outputs → side distributions (B, 4, K) on the teacher's own bins, order l t r b."""
+    if "side_logits" in teacher_out:
+        return teacher_out["side_logits"].float().softmax(dim=-1)
+    if "corner_logits" in teacher_out:
+        corners = teacher_out["corner_logits"].float()
+        return corner_to_sides(corners[:, 0], corners[:, 1], from_logits=True)
+    raise DistilkitError("the KL and attn losses need a teacher with a T4 head (side_logits) or a corner head (corner_logits)")
+
+
 def teacher_side_probs(teacher_out: dict[str, Any], bins: int) -> torch.Tensor:
     """Teacher outputs → side distributions (B, 4, bins), order l t r b."""
-    if "side_logits" in teacher_out:
-        probs = teacher_out["side_logits"].float().softmax(dim=-1)
-    elif "corner_logits" in teacher_out:
-        corners = teacher_out["corner_logits"].float()
-        probs = corner_to_sides(corners[:, 0], corners[:, 1], from_logits=True)
-    else:
-        raise DistilkitError("the KL loss needs a teacher with a T4 head (side_logits) or a corner head (corner_logits)")
-    return resample_bins(probs, bins)
+    return resample_bins(native_side_probs(teacher_out), bins)
 
 
 class StageLoss:
-    """Callable (student_out, teacher_out, batch) → (total, {part: value}) for one stage's loss weights."""
+    """Callable (student_out, teacher_out, batch) → (total, {part: value}) for one stage's loss weights.
 
-    def __init__(self, weights: dict[str, float], feature_pairs: Optional[list[tuple[int, int]]] = None):
+    `attn`: the prediction tokens' attention over the search tokens in the last `attention_layers`
+    blocks (every head) is distilled towards the teacher's box corners (`corner_attention_targets`).
+    """
+
+    def __init__(self, weights: dict[str, float], feature_pairs: Optional[list[tuple[int, int]]] = None,
+                 attention_layers: int = 4):
         self.weights = {k: float(v) for k, v in weights.items() if v != 0}
         self.feature_pairs = [tuple(p) for p in (feature_pairs or [])]
+        self.attention_layers = int(attention_layers)
 
     @property
     def needs_teacher(self) -> bool:
-        return bool({"kl", "feature"} & set(self.weights))
+        return bool({"kl", "feature", "attn"} & set(self.weights))
+
+    @property
+    def needs_pred_attention(self) -> bool:
+        return "attn" in self.weights
 
     @property
     def needs_features(self) -> bool:
@@ -78,6 +94,8 @@ class StageLoss:
             logits = out["side_logits"]
             target = teacher_side_probs(teacher_out, logits.shape[-1])
             parts["kl"] = distribution_kd(logits[positive], target[positive]) if positive.any() else logits.sum() * 0.0
+        if "attn" in w:
+            parts["attn"] = self._attention(out, teacher_out, positive)
         if "feature" in w:
             parts["feature"] = feature_kd(out["features"], teacher_out["features"], self.feature_pairs)
         if "bce" in w:
@@ -86,3 +104,13 @@ class StageLoss:
             parts["bce"] = F.binary_cross_entropy_with_logits(out["score"].float(), batch["label"].float())
         total = sum(w[k] * v for k, v in parts.items())
         return total, parts
+
+    def _attention(self, out: dict[str, Any], teacher_out: dict[str, Any], positive: torch.Tensor) -> torch.Tensor:
+        if "pred_attention" not in out:
+            raise DistilkitError("the attn loss needs a student with prediction tokens (a T4 head)")
+        layers = out["pred_attention"][-self.attention_layers:]
+        if not positive.any():
+            return sum(a.sum() for a in layers) * 0.0
+        grid = math.isqrt(layers[0].shape[-1])
+        target = corner_attention_targets(native_side_probs(teacher_out)[positive], grid)[:, None]
+        return sum(attention_kd(a[positive], target) for a in layers) / len(layers)

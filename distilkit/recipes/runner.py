@@ -31,7 +31,7 @@ from distilkit.recipes.losses import StageLoss
 from distilkit.recipes.models import describe, example_inputs, load_teacher, model_name
 from distilkit.recipes.progress import RunLog
 from distilkit.recipes.report import REPORT_JSON, build_report, write_json_atomic, write_report
-from distilkit.recipes.schema import Budget, Recipe, Stage, load_recipe
+from distilkit.recipes.schema import Budget, Recipe, Stage, effective_losses, load_recipe
 from distilkit.recipes.stages import finish_stage, layers_to_remove, setup_stage
 from distilkit.recipes.state import seed_everything
 from distilkit.recipes.trainer import CHECKPOINT, Trainer, TrainSettings
@@ -243,7 +243,7 @@ def plan(recipe: Recipe, budget_name: str, teacher: Optional[Any] = None, macs: 
             result = setup.student
         size = cost(result, budget) if macs else {"params": sum(p.numel() for p in result.parameters()), "macs": None}
         row = {"name": stage.name, "kind": stage.kind, **describe(result), **size,
-               "epochs": budget.stage(stage.name).epochs, "losses": stage.losses}
+               "epochs": budget.stage(stage.name).epochs, "losses": effective_losses(stage, budget.stage(stage.name))}
         if stage.kind == "depth":
             row["remove"] = layers_to_remove(stage, len(previous.backbone.blocks))
         rows.append(row)
@@ -373,6 +373,7 @@ class RecipeRun:
             trainer.maybe_resume()
             trainer.fit()
             info = finish_stage(stage, setup, float(budget.stage(stage.name).epochs))
+            info["final_losses"] = trainer.last_losses
             result = setup.student.cpu()
             seconds = trainer.elapsed
             if dist.enabled:
@@ -422,7 +423,7 @@ class RecipeRun:
             lr_drop_factor=o.lr_drop_factor, workers=b.workers, checkpoint_every=b.checkpoint_every,
             seed=self.opts.seed * 1000 + index,
         )
-        loss = StageLoss(stage.losses, [tuple(p) for p in stage.feature_pairs])
+        loss = StageLoss(effective_losses(stage, entry), [tuple(p) for p in stage.feature_pairs], stage.attention_layers)
         return Trainer(stage.name, setup.student, setup.teacher, loss, dataset, settings, stage_dir, self.dist, log,
                        pruner=setup.pruner, inherited=setup.inherited)
 

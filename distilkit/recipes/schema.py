@@ -21,9 +21,9 @@ StageKind = Literal["teacher", "distill", "depth", "width", "score"]
 #: Loss parts each stage kind understands (weights are given per stage in the recipe).
 LOSSES_BY_KIND: dict[str, frozenset[str]] = {
     "teacher": frozenset({"l1", "giou", "ciou"}),
-    "distill": frozenset({"kl", "l1", "giou", "ciou", "feature"}),
-    "depth": frozenset({"kl", "l1", "giou", "ciou", "feature"}),
-    "width": frozenset({"kl", "l1", "giou", "ciou", "feature"}),
+    "distill": frozenset({"kl", "l1", "giou", "ciou", "feature", "attn"}),
+    "depth": frozenset({"kl", "l1", "giou", "ciou", "feature", "attn"}),
+    "width": frozenset({"kl", "l1", "giou", "ciou", "feature", "attn"}),
     "score": frozenset({"bce"}),
 }
 
@@ -57,6 +57,7 @@ class Stage:
     mlp_ratio: Optional[float] = None
     importance: Literal["l2", "l1"] = "l2"
     feature_pairs: list[list[int]] = field(default_factory=list)
+    attention_layers: int = 4
 
     def check(self) -> Optional[tuple[str, str]]:
         allowed = LOSSES_BY_KIND[self.kind]
@@ -88,6 +89,8 @@ class Stage:
         for pair in self.feature_pairs:
             if len(pair) != 2 or min(pair) < 0:
                 return "feature_pairs", f"each pair is [student_layer, teacher_layer] (non-negative), got {pair}"
+        if self.attention_layers < 1:
+            return "attention_layers", f"the 'attn' loss needs at least the last block, got {self.attention_layers}"
         return None
 
 
@@ -114,20 +117,31 @@ class OptimizerSpec:
 
 @dataclass
 class StageBudget:
-    """Per-stage length and optional overrides of the budget-wide settings."""
+    """Per-stage length and optional overrides of the budget-wide settings. `losses` adds or re-weights
+    loss parts of the stage for this budget only (weight 0 drops one)."""
 
     epochs: int
     m: Optional[float] = None
     samples_per_epoch: Optional[int] = None
     lr: Optional[float] = None
     backbone_lr_scale: Optional[float] = None
+    losses: dict[str, float] = field(default_factory=dict)
 
     def check(self) -> Optional[tuple[str, str]]:
         if self.epochs < 1:
             return "epochs", "must be >= 1"
         if self.m is not None and self.m < 0:
             return "m", "must be >= 0"
+        for loss, weight in self.losses.items():
+            if weight < 0:
+                return "losses", f"loss weight for {loss!r} must be >= 0, got {weight}"
         return None
+
+
+def effective_losses(stage: Stage, entry: StageBudget) -> dict[str, float]:
+    """The stage's loss weights with the budget's additions and changes applied, zero weights dropped."""
+    merged = {**stage.losses, **entry.losses}
+    return {k: float(v) for k, v in merged.items() if v != 0}
 
 
 @dataclass
@@ -270,6 +284,17 @@ def _check_route(recipe: Recipe, ctx: Context) -> None:
             if stage.name not in budget.stages:
                 raise ctx.fail(("budgets", bname, "stages"), f"missing entry for stage {stage.name!r}")
             entry = budget.stages[stage.name]
+            allowed = LOSSES_BY_KIND[stage.kind]
+            for loss in entry.losses:
+                if loss not in allowed:
+                    raise ctx.fail(("budgets", bname, "stages", stage.name, "losses", loss),
+                                   f"unknown loss {loss!r} for the {stage.kind} stage {stage.name!r}; expected some of {sorted(allowed)}")
+            losses = effective_losses(stage, entry)
+            if not losses:
+                raise ctx.fail(("budgets", bname, "stages", stage.name, "losses"), f"stage {stage.name!r} is left without any loss")
+            if "feature" in losses and not stage.feature_pairs:
+                raise ctx.fail(("budgets", bname, "stages", stage.name, "losses", "feature"),
+                               f"the 'feature' loss needs 'feature_pairs' on stage {stage.name!r}")
             if stage.kind in ("depth", "width"):
                 if entry.m is None:
                     raise ctx.fail(("budgets", bname, "stages", stage.name), f"missing 'm' (epochs over which the {stage.kind} pruning fades out)")

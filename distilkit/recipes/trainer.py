@@ -133,6 +133,7 @@ class Trainer:
         self.epoch = 0
         self.step_in_epoch = 0
         self.elapsed = 0.0
+        self.last_losses: dict[str, float] = {}  # loss parts of the latest step (unweighted) and the total
 
     # -- checkpoints --------------------------------------------------------------------------
     @property
@@ -223,7 +224,8 @@ class Trainer:
         if self.teacher is not None and self.loss.needs_teacher:
             with torch.no_grad():
                 teacher_out = self.teacher(*inputs, return_features=feats)
-        out = self.model(*inputs, return_features=feats)
+        extra = {"return_pred_attention": True} if self.loss.needs_pred_attention else {}
+        out = self.model(*inputs, return_features=feats, **extra)
         return self.loss(out, teacher_out, batch)
 
     def fit(self) -> None:
@@ -254,6 +256,7 @@ class Trainer:
                     t0 = now
                     shown = {k: float(v.detach()) for k, v in parts.items()}
                     shown["loss"] = float(total.detach())
+                    self.last_losses = shown
                     progress.update(self.global_step, self.epoch, self.s.batch_size * self.dist.world_size,
                                     shown, lr, gamma)
                     if self.s.checkpoint_every and self.global_step % self.s.checkpoint_every == 0 \

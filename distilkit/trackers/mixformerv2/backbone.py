@@ -65,13 +65,18 @@ class PatchEmbed(nn.Module):
 
 
 class MixedAttention(nn.Module):
-    """Asymmetric mixed attention; `cache` switches between full, template-recording and cached use."""
+    """Asymmetric mixed attention; `cache` switches between full, template-recording and cached use.
+
+    Set `record_tail = k` to keep, on the full path, the log-attention of the last k query tokens over
+    all keys in `recorded` (B, heads, k, N) (e.g. for distilling where prediction tokens look)."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
+        self.record_tail = 0
+        self.recorded: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, num_template: int, cache: TemplateKV | None = None,
                 query_tail: int | None = None) -> torch.Tensor:
@@ -87,6 +92,9 @@ class MixedAttention(nn.Module):
             out_t = F.scaled_dot_product_attention(q[:, :, :num_template], k[:, :, :num_template], v[:, :, :num_template])
             out_s = F.scaled_dot_product_attention(q[:, :, num_template:], k, v)
             out = torch.cat([out_t, out_s], dim=2)
+            if self.record_tail:
+                tail = q[:, :, n - self.record_tail:]
+                self.recorded = (tail @ k.transpose(-1, -2) * tail.shape[-1] ** -0.5).log_softmax(dim=-1)
         elif cache.k is None:
             if n != num_template:
                 raise ValueError(f"template recording expects {num_template} tokens, got {n}")

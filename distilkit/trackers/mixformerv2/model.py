@@ -81,18 +81,36 @@ class MixFormerV2(nn.Module):
 
     # forward paths -----------------------------------------------------------------------
     def forward(self, template: torch.Tensor, online_template: torch.Tensor, search: torch.Tensor,
-                return_features: bool = False) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+                return_features: bool = False, return_pred_attention: bool = False) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """Full forward. Returns boxes (B,4 normalised xyxy); side_logits (B,4,bins; l t r b) for T4 or
         corner_logits (B,2,H·W; tl, br) for corner heads; score (B,) logit with a score head;
-        features (per-block outputs, full token sequence) when return_features."""
+        features (per-block outputs, full token sequence) when return_features; pred_attention (per
+        block, (B, heads, 4, S) log-attention of the prediction tokens l r t b over the S search tokens,
+        row-major; the rest of the mass is on template and prediction tokens) when return_pred_attention."""
         online = self._check_templates(template, online_template)
         _check_image(search, self._base_config.search_size, "search")
         if search.shape[0] != template.shape[0]:
             raise DistilkitError(f"search batch {search.shape[0]} != template batch {template.shape[0]}")
-        x, feats = self.backbone(template, online, search, return_features)
-        out: dict[str, Any] = self._heads(x[:, self.backbone.num_template_tokens:])
+        n_pred = self._base_config.num_pred_tokens
+        if return_pred_attention and not n_pred:
+            raise DistilkitError("return_pred_attention needs prediction tokens (a T4 head); this model has a corner head")
+        attns = [blk.attn for blk in self.backbone.blocks] if return_pred_attention else []
+        for attn in attns:
+            attn.record_tail = n_pred
+        try:
+            x, feats = self.backbone(template, online, search, return_features)
+        finally:
+            for attn in attns:
+                attn.record_tail = 0
+        nt = self.backbone.num_template_tokens
+        out: dict[str, Any] = self._heads(x[:, nt:])
         if return_features:
             out["features"] = feats
+        if return_pred_attention:
+            s = self._base_config.search_feat_size ** 2
+            out["pred_attention"] = [attn.recorded[..., nt:nt + s] for attn in attns]
+            for attn in attns:
+                attn.recorded = None
         return out
 
     def set_templates(self, template: torch.Tensor, online_template: torch.Tensor) -> None:

@@ -16,7 +16,7 @@ import torch
 from distilkit.data.crop import CropWindow, clip_box, crop_around
 from distilkit.data.sampler import IMAGENET_MEAN, IMAGENET_STD
 from distilkit.errors import DistilkitError
-from distilkit.prepack import prepack_available, prepack_linears
+from distilkit.prepack import prepack_available, prepacked_view
 from distilkit.trackers.mixformerv2.model import MixFormerV2
 
 
@@ -35,9 +35,9 @@ class MixFormerV2Tracker:
         device: str | torch.device = "cpu",
         prepack: bool = True,
     ) -> None:
-        """prepack (CPU only): switch the model's linear layers to prepacked oneDNN kernels
-        (`distilkit.prepack`), about 1.1-1.2x faster per frame with the same outputs; they fall back to
-        plain `nn.Linear` under autograd, so the model stays trainable."""
+        """prepack (CPU only): track with `distilkit.prepack.prepacked_view(model)`, a copy sharing the
+        model's weights whose linear layers use prepacked oneDNN kernels (same outputs, about 10 % faster
+        per frame); `model` itself is not modified."""
         cfg = model.config
         self.template_size = cfg.template_size if template_size is None else template_size
         self.search_size = cfg.search_size if search_size is None else search_size
@@ -51,7 +51,7 @@ class MixFormerV2Tracker:
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         if prepack and self.device.type == "cpu" and prepack_available():
-            prepack_linears(self.model, batch_hint=cfg.search_feat_size**2 + cfg.num_pred_tokens)
+            self.model = prepacked_view(self.model, batch_hint=cfg.search_feat_size**2 + cfg.num_pred_tokens)
         self.template_factor = template_factor
         self.search_factor = cfg.search_factor if search_factor is None else search_factor
         self.update_interval = update_interval

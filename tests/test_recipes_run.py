@@ -144,6 +144,20 @@ def test_teacher_from_a_saved_model(tiny_run, tmp_path):
     _same_weights(tiny_run, out)  # same teacher, same seed: the same route
 
 
+def test_teacher_from_an_official_checkpoint(tiny_run, tmp_path):
+    """--teacher also takes an official MixFormerV2 `.pth.tar` (state dict under `net`, official key names)."""
+    import torch
+
+    teacher = dio.load(os.path.join(tiny_run, "teacher", "model"))
+    ckpt = str(tmp_path / "MixViT_B_corner_ep0500.pth.tar")
+    torch.save({"net": teacher.state_dict(), "epoch": 500, "net_type": "MixFormer"}, ckpt)
+    out = str(tmp_path / "run")
+    assert _cli(ARGS + ["--out", out, "--teacher", ckpt]) == 0
+    row = json.load(open(os.path.join(out, "teacher", "metrics.json")))
+    assert row["source"] == ckpt and row["seconds"] == 0.0
+    _same_weights(tiny_run, out)  # the same teacher weights, so the same route
+
+
 def test_non_finite_loss_stops_with_part_and_step(tmp_path, monkeypatch, capsys):
     from distilkit.recipes import losses
 

@@ -1,6 +1,7 @@
 """Per-frame latency of MixFormerV2-S/-B on CPU: full forward vs template-cached path, with a roofline.
 
 Run: python benchmarks/tracker_speed.py [--frames 40] [--warmup 5] [--models mixformerv2-s mixformerv2-b] [--threads N]
+         [--out benchmarks/results/tracker_speed.txt]
 Random weights (speed does not depend on them). Every path runs with the default linear kernel
 (`F.linear`) and with prepacked oneDNN weights (`distilkit.prepack`, what `MixFormerV2Tracker` uses):
 two copies of the model, timed round-robin frame by frame so that load from other processes hits all
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +25,9 @@ from rich.table import Table
 
 from distilkit.prepack import prepack_available, prepack_linears
 from distilkit.trackers.mixformerv2 import MixFormerV2Config, build_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_atomic  # noqa: E402
 
 
 def block_macs(d: int, hidden: int, queries: int, keys: int, proj_tokens: int) -> int:
@@ -115,10 +121,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--models", nargs="+", default=["mixformerv2-s", "mixformerv2-b"])
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: cores)")
+    ap.add_argument("--out", type=Path, default=None, help="also write the printed text to this file (atomically)")
     args = ap.parse_args()
     threads = args.threads
     torch.set_num_threads(threads)
-    console = Console(width=150)
+    console = Console(width=150, record=True)
     peak = matmul_peak_gflops()
     console.print(f"torch {torch.__version__}, {threads} threads; dense fp32 matmul peak {peak:.0f} GFLOP/s")
     table = Table(title="per-frame latency (ms), batch 1, fp32")
@@ -137,6 +144,8 @@ def main() -> None:
     console.print("speed-up = full-forward median / path median, same linear kernel; roofline = 2·MACs / matmul peak. "
                   "cached: template K/V reused, last block computes the 4 prediction tokens only. "
                   "prepacked: distilkit.prepack (oneDNN weights reordered once), as MixFormerV2Tracker runs.")
+    if args.out is not None:
+        console.print(f"written to {write_atomic(args.out, console.export_text())}")
 
 
 if __name__ == "__main__":

@@ -120,8 +120,11 @@ def test_flops_table_quick_writes_a_table(tmp_path):
         assert int(row[1].replace(",", "")) > 0
 
 
-def test_tracker_speed_tiny_prints_every_path_with_a_roofline():
-    text = _run([str(BENCH / "tracker_speed.py"), "--frames", "2", "--warmup", "1", "--models", "mixformerv2-s-tiny"])
+def test_tracker_speed_tiny_prints_every_path_with_a_roofline(tmp_path):
+    out = tmp_path / "speed.txt"
+    text = _run([str(BENCH / "tracker_speed.py"), "--frames", "2", "--warmup", "1", "--models", "mixformerv2-s-tiny",
+                 "--out", str(out)])
+    assert "matmul peak" in out.read_text() and out.read_text().count("mixformerv2-s-tiny") == 6
     assert "matmul peak" in text and "roofline" in text
     rows = [ln for ln in text.splitlines() if "mixformerv2-s-tiny" in ln]
     cells = [[c.strip() for c in ln.replace("│", "|").split("|")] for ln in rows]

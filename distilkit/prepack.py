@@ -2,7 +2,7 @@
 
 `prepack_linears(model)` switches every `nn.Linear` to oneDNN's linear kernel with its weight reordered
 once into the blocked layout that kernel wants; per call this saves the repacking the default GEMM
-does, which is a quarter of the time of a transformer's linears at tracking batch sizes. Outputs equal
+does (up to a quarter of a linear's time at tracking batch sizes here; ~10 % of a MixFormerV2-S frame). Outputs equal
 `F.linear` to float rounding. The fast kernel is used only where it is valid (CPU, fp32, no autograd
 recording, no dispatch mode such as the FLOPs counter active); everywhere else the layer is a plain
 `nn.Linear`. Weights changed in place (an optimizer step, `load_state_dict`) are repacked on the next

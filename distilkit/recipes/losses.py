@@ -90,12 +90,13 @@ class StageLoss:
             for name in ("l1", "giou", "ciou"):
                 if name in w:
                     parts[name] = boxes[name] if boxes is not None else pred.sum() * 0.0
+        sides = native_side_probs(teacher_out) if {"kl", "attn"} & set(w) else None  # shared by kl and attn
         if "kl" in w:
             logits = out["side_logits"]
-            target = teacher_side_probs(teacher_out, logits.shape[-1])
+            target = resample_bins(sides, logits.shape[-1])
             parts["kl"] = distribution_kd(logits[positive], target[positive]) if positive.any() else logits.sum() * 0.0
         if "attn" in w:
-            parts["attn"] = self._attention(out, teacher_out, positive)
+            parts["attn"] = self._attention(out, sides, positive)
         if "feature" in w:
             parts["feature"] = feature_kd(out["features"], teacher_out["features"], self.feature_pairs)
         if "bce" in w:
@@ -105,12 +106,12 @@ class StageLoss:
         total = sum(w[k] * v for k, v in parts.items())
         return total, parts
 
-    def _attention(self, out: dict[str, Any], teacher_out: dict[str, Any], positive: torch.Tensor) -> torch.Tensor:
+    def _attention(self, out: dict[str, Any], sides: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
         if "pred_attention" not in out:
             raise DistilkitError("the attn loss needs a student with prediction tokens (a T4 head)")
         layers = out["pred_attention"][-self.attention_layers:]
         if not positive.any():
             return sum(a.sum() for a in layers) * 0.0
         grid = math.isqrt(layers[0].shape[-1])
-        target = corner_attention_targets(native_side_probs(teacher_out)[positive], grid)[:, None]
+        target = corner_attention_targets(sides[positive], grid)[:, None]
         return sum(attention_kd(a[positive], target) for a in layers) / len(layers)

@@ -1,17 +1,21 @@
 """Per-frame latency of MixFormerV2-S/-B on CPU: full forward vs template-cached path, with a roofline.
 
 Run: python benchmarks/tracker_speed.py [--frames 40] [--warmup 5] [--models mixformerv2-s mixformerv2-b] [--threads N]
-         [--out benchmarks/results/tracker_speed.txt]
+         [--block 8] [--no-compile] [--out benchmarks/results/tracker_speed.txt]
 Random weights (speed does not depend on them). Every path runs with the default linear kernel
-(`F.linear`) and with prepacked oneDNN weights (`distilkit.prepack`, what `MixFormerV2Tracker` uses):
-two copies of the model, timed round-robin frame by frame so that load from other processes hits all
-of them alike; warm-up frames are excluded. The speed-up compares a path with the full forward on the
+(`F.linear`), with prepacked oneDNN weights (`distilkit.prepack`, what `MixFormerV2Tracker` uses by
+default) and, where a C++ compiler is found, compiled by TorchInductor with frozen weights
+(`distilkit.compiled`, `MixFormerV2Tracker(compile=True)`): one copy of the model each. Paths take
+turns in blocks of `--block` consecutive frames, so that load from other processes hits all of them
+alike while each block runs as a tracker does, one model frame after frame; the first frame of each
+block (caches still full of the previous path's weights), warm-up frames and compilation are excluded. The speed-up compares a path with the full forward on the
 same kernel. The roofline is the per-frame lower bound 2·MACs / (measured dense fp32 matmul FLOP/s).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -23,6 +27,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
+from distilkit.compiled import FrozenFunction, compiler_available
 from distilkit.prepack import prepack_available, prepack_linears
 from distilkit.trackers.mixformerv2 import MixFormerV2Config, build_model
 
@@ -83,20 +88,29 @@ def matmul_peak_gflops(reps: int = 5) -> float:
     return best
 
 
-def time_paths(name: str, frames: int, warmup: int) -> tuple[MixFormerV2Config, dict[tuple[str, str], list[float]]]:
-    """Per-frame times in ms keyed by (linear kernel, path)."""
-    torch.manual_seed(0)
-    models = {"default": build_model(name).eval()}
-    cfg = models["default"].config
-    if prepack_available():
+def _full_forward(model: torch.nn.Module, template: torch.Tensor, online: torch.Tensor, search: torch.Tensor) -> dict:
+    return model(template, online, search)
+
+
+def time_paths(name: str, frames: int, warmup: int, block: int, compile_: bool) -> tuple[MixFormerV2Config, dict[tuple[str, str], list[float]]]:
+    """Per-frame times in ms keyed by (kernel, path)."""
+    kernels = ["default"] + (["prepacked"] if prepack_available() else []) + (["compiled"] if compile_ else [])
+    models = {}
+    for kernel in kernels:
         torch.manual_seed(0)
-        models["prepacked"] = build_model(name).eval()
+        models[kernel] = build_model(name).eval()
+    cfg = models["default"].config
+    if "prepacked" in models:
         prepack_linears(models["prepacked"], batch_hint=cfg.search_feat_size**2 + cfg.num_pred_tokens)
+    full = dict(models)
+    if "compiled" in models:
+        models["compiled"].compile_search()
+        full["compiled"] = FrozenFunction(_full_forward, models["compiled"])
     t = torch.randn(1, 3, cfg.template_size, cfg.template_size)
     s = torch.randn(1, 3, cfg.search_size, cfg.search_size)
     paths = {}
     for kernel, model in models.items():
-        paths[kernel, "full"] = lambda model=model: model(t, t, s)
+        paths[kernel, "full"] = lambda fn=full[kernel]: fn(t, t, s)
         paths[kernel, "cached"] = lambda model=model: model.forward_search(s)
         paths[kernel, "cached-untrimmed"] = lambda model=model: model.forward_search(s, skip_unused=False)
     times: dict[tuple[str, str], list[float]] = {k: [] for k in paths}
@@ -105,12 +119,19 @@ def time_paths(name: str, frames: int, warmup: int) -> tuple[MixFormerV2Config, 
         for model in models.values():
             model.set_templates(t, t)
             assert torch.allclose(model.forward_search(s)["boxes"], ref, atol=1e-5)
-            assert torch.allclose(model(t, t, s)["boxes"], ref, atol=1e-5)
-        for i in range(warmup + frames):
-            for key, fn in paths.items():
-                t0 = time.perf_counter()
+        for fn in full.values():
+            assert torch.allclose(fn(t, t, s)["boxes"], ref, atol=1e-5)
+        for model in models.values():
+            model.forward_search(s, skip_unused=False)  # compiles the untrimmed variant before timing
+        for fn in paths.values():
+            for _ in range(warmup):
                 fn()
-                if i >= warmup:
+        for _ in range(math.ceil(frames / block)):
+            for key, fn in paths.items():
+                fn()  # untimed: right after another path the caches hold that model's weights
+                for _ in range(block):
+                    t0 = time.perf_counter()
+                    fn()
                     times[key].append((time.perf_counter() - t0) * 1e3)
     return cfg, times
 
@@ -119,8 +140,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--block", type=int, default=8, help="consecutive frames per path and round")
     ap.add_argument("--models", nargs="+", default=["mixformerv2-s", "mixformerv2-b"])
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: cores)")
+    ap.add_argument("--no-compile", action="store_true", help="skip the TorchInductor-compiled rows")
     ap.add_argument("--out", type=Path, default=None, help="also write the printed text to this file (atomically)")
     args = ap.parse_args()
     threads = args.threads
@@ -129,10 +152,13 @@ def main() -> None:
     peak = matmul_peak_gflops()
     console.print(f"torch {torch.__version__}, {threads} threads; dense fp32 matmul peak {peak:.0f} GFLOP/s")
     table = Table(title="per-frame latency (ms), batch 1, fp32")
-    for col in ("model", "linear kernel", "path", "GMAC", "median", "p90", "FPS", "roofline", "median/roofline", "speed-up"):
+    for col in ("model", "kernels", "path", "GMAC", "median", "p90", "FPS", "roofline", "median/roofline", "speed-up"):
         table.add_column(col, justify="right")
+    compile_ = not args.no_compile and compiler_available()
+    if not args.no_compile and not compile_:
+        console.print("no C++ compiler found: the compiled rows are left out")
     for name in args.models:
-        cfg, times = time_paths(name, args.frames, args.warmup)
+        cfg, times = time_paths(name, args.frames, args.warmup, args.block, compile_)
         for (kernel, path), ts in times.items():
             full_median = float(np.median(times[kernel, "full"]))
             macs = analytic_macs(cfg, path)
@@ -141,9 +167,10 @@ def main() -> None:
             table.add_row(name, kernel, path, f"{macs / 1e9:.3f}", f"{med:.1f}", f"{p90:.1f}", f"{1e3 / med:.1f}",
                           f"{bound:.1f}", f"{med / bound:.2f}x", f"{full_median / med:.2f}x")
     console.print(table)
-    console.print("speed-up = full-forward median / path median, same linear kernel; roofline = 2·MACs / matmul peak. "
+    console.print("speed-up = full-forward median / path median, same kernels; roofline = 2·MACs / matmul peak. "
                   "cached: template K/V reused, last block computes the 4 prediction tokens only. "
-                  "prepacked: distilkit.prepack (oneDNN weights reordered once), as MixFormerV2Tracker runs.")
+                  "prepacked: distilkit.prepack (oneDNN weights reordered once), MixFormerV2Tracker's default. "
+                  "compiled: distilkit.compiled (TorchInductor, frozen weights, C++ wrapper), MixFormerV2Tracker(compile=True).")
     if args.out is not None:
         console.print(f"written to {write_atomic(args.out, console.export_text())}")
 

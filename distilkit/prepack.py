@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PrepackedLinear", "prepack_available", "prepack_linears", "prepacked_view", "unpack_linears"]
+__all__ = ["PrepackedLinear", "prepack_available", "prepack_linears", "prepacked_view", "shared_view", "unpack_linears"]
 
 
 def prepack_available() -> bool:
@@ -85,11 +85,17 @@ def prepack_linears(model: nn.Module, batch_hint: int = 256) -> int:
     return count
 
 
-def prepacked_view(model: nn.Module, batch_hint: int = 256) -> nn.Module:
-    """A prepacked copy of `model` that shares its parameters and buffers (no extra weight memory):
-    `model` itself is left untouched, and in-place weight changes to it show through (and are repacked)."""
+def shared_view(model: nn.Module) -> nn.Module:
+    """A copy of `model`'s modules that shares its parameters and buffers (no extra weight memory), to
+    change how a model runs without touching the caller's instance; in-place weight changes show through."""
     shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
-    view = copy.deepcopy(model, shared)
+    return copy.deepcopy(model, shared)
+
+
+def prepacked_view(model: nn.Module, batch_hint: int = 256) -> nn.Module:
+    """A prepacked `shared_view` of `model`: `model` itself is left untouched, and in-place weight changes
+    to it show through (and are repacked)."""
+    view = shared_view(model)
     prepack_linears(view, batch_hint)
     return view
 

@@ -1,0 +1,115 @@
+"""Inference functions compiled by TorchInductor with a module's weights frozen into the program.
+
+`FrozenFunction(fn, module)` calls `fn(module, *args)` through `torch.compile` with inductor's
+`freezing` (weights become constants: prepacked GEMM weights, folded biases, fused element-wise
+kernels) and, by default, the C++ wrapper (no Python between kernels). On a 2-core CPU a MixFormerV2-S
+frame takes 17.5 ms this way against 20.9 ms with prepacked eager kernels (`distilkit.prepack`).
+
+Two hazards of plain `torch.compile` with freezing are handled here. Dynamo keeps compiled programs
+per Python code object, and its guards see neither in-place weight changes nor, for a module reached
+as `self`, which instance it is: after a weight change, or for a second model compiled from the same
+code, the cached program with the old (or the other model's) frozen weights runs silently (measured,
+torch 2.14). So every `FrozenFunction` compiles a private copy of `fn`'s code, and a cheap fingerprint
+(data pointer and version counter of every parameter and buffer) checked per call starts a new copy
+when a weight changed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import types
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch._inductor.config
+from torch import nn
+
+from distilkit.errors import DistilkitError
+
+__all__ = ["FrozenFunction", "compiler_available"]
+
+_copies = itertools.count()
+_skip_module_guards = getattr(torch.compiler, "skip_guard_on_all_nn_modules_unsafe", None)
+_GUARD_OPTIONS = {"guard_filter_fn": _skip_module_guards} if _skip_module_guards is not None else None
+
+
+def compiler_available() -> bool:
+    """True when TorchInductor finds the C++ compiler it needs to build CPU kernels."""
+    try:
+        from torch._inductor import cpp_builder
+
+        cpp_builder.get_cpp_compiler()
+    except Exception:  # noqa: BLE001 - any failure means inductor cannot build CPU kernels here
+        return False
+    return True
+
+
+def _private_copy(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` with a code object of its own, so dynamo's per-code cache is never shared with another copy."""
+    code = fn.__code__.replace(co_name=f"{fn.__code__.co_name}_frozen{next(_copies)}")
+    copy = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    return copy
+
+
+@contextmanager
+def _quiet_cuda_home_warning():
+    """CUDA builds of torch warn 'No CUDA runtime is found' when inductor builds CPU kernels; mute it."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+class FrozenFunction:
+    """`fn(module, *args)` compiled for inference with `module`'s weights frozen; call it as `f(*args)`.
+
+    Calls run without autograd (outputs never require grad). The first call for a new input shape, and
+    the first call after a weight changed, compile (seconds); later calls reuse the compiled program.
+    max_autotune: let inductor benchmark GEMM implementations while compiling (slower compile).
+    """
+
+    def __init__(self, fn: Callable[..., Any], module: nn.Module, *, cpp_wrapper: bool = True,
+                 max_autotune: bool = False) -> None:
+        if not compiler_available():
+            raise DistilkitError("compiling needs a C++ compiler for TorchInductor's CPU kernels and none was "
+                                 "found (install g++ or set CXX)")
+        self.fn, self.module = fn, module
+        self.options = {"freezing": True, "cpp_wrapper": cpp_wrapper, "max_autotune": max_autotune}
+        self._compiled: Callable[..., Any] | None = None
+        self._submodules = list(module.modules())
+        self._fingerprint: tuple = ()
+        #: how many times a program was started from scratch (first call, or weights changed)
+        self.compiles = 0
+
+    def weights_fingerprint(self) -> tuple:
+        """Train/eval flag, children, parameters and buffers of every submodule (identity, data pointer,
+        version counter): changes with any in-place edit, replaced tensor or submodule, ~20 µs per call."""
+        return tuple(
+            (m.training, tuple(map(id, m._modules.values())),
+             tuple((id(t), t.data_ptr(), t._version) for t in m._parameters.values() if t is not None),
+             tuple((id(t), t.data_ptr(), t._version) for t in m._buffers.values() if t is not None))
+            for m in self._submodules
+        )
+
+    def invalidate(self) -> None:
+        """Drop the compiled program; the next call compiles again with the current weights."""
+        self._compiled = None
+
+    def __call__(self, *args: Any) -> Any:
+        fingerprint = self.weights_fingerprint()
+        if self._compiled is None or fingerprint != self._fingerprint:
+            self._submodules = list(self.module.modules())  # the tree may have changed too
+            self._fingerprint = self.weights_fingerprint()
+            # guards on the module's own tensors are left out: the fingerprint covers them, at a fifth of the cost
+            self._compiled = torch.compile(_private_copy(self.fn), dynamic=False, options=_GUARD_OPTIONS)
+            self.compiles += 1
+        # torch.compile(options={"freezing": True}) does not freeze (measured, torch 2.14): patch the config
+        with torch.no_grad(), torch._inductor.config.patch(self.options), _quiet_cuda_home_warning():
+            return self._compiled(self.module, *args)

@@ -9,9 +9,9 @@ Two hazards of plain `torch.compile` with freezing are handled here. Dynamo keep
 per Python code object, and its guards see neither in-place weight changes nor, for a module reached
 as `self`, which instance it is: after a weight change, or for a second model compiled from the same
 code, the cached program with the old (or the other model's) frozen weights runs silently (measured,
-torch 2.14). So every `FrozenFunction` compiles a private copy of `fn`'s code, and a cheap fingerprint
-(data pointer and version counter of every parameter and buffer) checked per call starts a new copy
-when a weight changed.
+torch 2.14). So every `FrozenFunction` compiles a private copy of `fn`'s code, and a
+`distilkit.fingerprint.ModuleFingerprint` checked per call (weights, submodules, train/eval flags)
+starts a new copy when anything changed.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import torch._inductor.config
 from torch import nn
 
 from distilkit.errors import DistilkitError
+from distilkit.fingerprint import ModuleFingerprint
 
 __all__ = ["FrozenFunction", "compiler_available"]
 
@@ -71,7 +72,8 @@ class FrozenFunction:
     """`fn(module, *args)` compiled for inference with `module`'s weights frozen; call it as `f(*args)`.
 
     Calls run without autograd (outputs never require grad). The first call for a new input shape, and
-    the first call after a weight changed, compile (seconds); later calls reuse the compiled program.
+    the first call after weights, submodules or the train/eval mode changed, compile (seconds); later
+    calls reuse the compiled program.
     max_autotune: let inductor benchmark GEMM implementations while compiling (slower compile).
     """
 
@@ -83,30 +85,12 @@ class FrozenFunction:
         self.fn, self.module = fn, module
         self.options = {"freezing": True, "cpp_wrapper": cpp_wrapper, "max_autotune": max_autotune}
         self._compiled: Callable[..., Any] | None = None
-        self._submodules = list(module.modules())
-        self._fingerprint: tuple = ()
+        self._fingerprint = ModuleFingerprint(module)
         #: how many times a program was started from scratch (first call, or weights changed)
         self.compiles = 0
 
-    def weights_fingerprint(self) -> tuple:
-        """Train/eval flag, children, parameters and buffers of every submodule (identity, data pointer,
-        version counter): changes with any in-place edit, replaced tensor or submodule, ~20 µs per call."""
-        return tuple(
-            (m.training, tuple(map(id, m._modules.values())),
-             tuple((id(t), t.data_ptr(), t._version) for t in m._parameters.values() if t is not None),
-             tuple((id(t), t.data_ptr(), t._version) for t in m._buffers.values() if t is not None))
-            for m in self._submodules
-        )
-
-    def invalidate(self) -> None:
-        """Drop the compiled program; the next call compiles again with the current weights."""
-        self._compiled = None
-
     def __call__(self, *args: Any) -> Any:
-        fingerprint = self.weights_fingerprint()
-        if self._compiled is None or fingerprint != self._fingerprint:
-            self._submodules = list(self.module.modules())  # the tree may have changed too
-            self._fingerprint = self.weights_fingerprint()
+        if self._fingerprint.changed() or self._compiled is None:
             # guards on the module's own tensors are left out: the fingerprint covers them, at a fifth of the cost
             self._compiled = torch.compile(_private_copy(self.fn), dynamic=False, options=_GUARD_OPTIONS)
             self.compiles += 1

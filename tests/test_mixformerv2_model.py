@@ -211,3 +211,22 @@ def test_bad_inputs_raise_distilkit_error() -> None:
     model.set_templates(template, online)
     with pytest.raises(DistilkitError, match="search"):
         model.forward_search(torch.zeros(1, 3, 32, 32))
+
+
+def test_template_cache_follows_weight_changes() -> None:
+    """An optimizer step or a pruned block after set_templates must not leave stale template keys."""
+    from distilkit.depth import ProgressiveDepthPruner
+
+    torch.manual_seed(0)
+    model = build_model("mixformerv2-s-tiny").eval()
+    template, online, search = inputs(model.config)
+    with torch.no_grad():
+        model.set_templates(template, online)
+        before = model.forward_search(search)["side_logits"]
+        model.backbone.blocks[0].attn.qkv.weight.mul_(3.0)  # what an optimizer step does
+        after = model.forward_search(search)["side_logits"]
+        assert not torch.allclose(after, before, atol=1e-4)
+        assert torch.allclose(after, model(template, online, search)["side_logits"], atol=1e-5, rtol=0)
+        ProgressiveDepthPruner(model, remove=[1], blocks="backbone.blocks").finalize()
+        pruned = model.forward_search(search)["side_logits"]
+        assert torch.allclose(pruned, model(template, online, search)["side_logits"], atol=1e-5, rtol=0)

@@ -85,7 +85,7 @@ def test_online_template_takes_best_visible_frame_every_interval() -> None:
     tracker = MixFormerV2Tracker(model, update_interval=4)
     tracker.initialize(frame(100, 80), np.array([100, 80, SIDE, SIDE]))
     initial = tracker.online.clone()
-    cache_before = tracker.model._templates[1][0].k.clone()
+    cache_before = tracker.model._templates.layers[0].k.clone()
     for _ in range(3):
         tracker.track(frame(100, 80, visible=False))  # occluded: low score, no candidate
     assert tracker.best_score == -math.inf
@@ -94,7 +94,7 @@ def test_online_template_takes_best_visible_frame_every_interval() -> None:
     for i in range(4):
         tracker.track(frame(104 + 2 * i, 80, seed=i + 10))  # visible, high score: candidates
     assert not torch.equal(tracker.online, initial), "visible frames must replace the online template"
-    assert not torch.equal(tracker.model._templates[1][0].k, cache_before), "the template cache must be recomputed"
+    assert not torch.equal(tracker.model._templates.layers[0].k, cache_before), "the template cache must be recomputed"
     assert tracker.best_score == -math.inf  # reset after the update
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 
 from distilkit.compiled import FrozenFunction
 from distilkit.errors import DistilkitError
+from distilkit.fingerprint import ModuleFingerprint
 from distilkit.trackers.mixformerv2.backbone import MixViTBackbone, TemplateKV
 from distilkit.trackers.mixformerv2.config import MixFormerV2Config, preset
 from distilkit.trackers.mixformerv2.heads import CornerHead, PyCornerHead, ScoreHead, T4Head
@@ -26,6 +28,18 @@ def _check_image(t: torch.Tensor, size: int, what: str, leading: int = 1) -> Non
         raise DistilkitError(f"{what}: expected shape ({lead}3, {size}, {size}), got {got}")
 
 
+@dataclass
+class CachedTemplates:
+    """Template images and what `set_templates` computed from them: per-layer keys/values and outputs,
+    with a fingerprint of the weights they were computed with."""
+
+    template: torch.Tensor
+    online: torch.Tensor
+    layers: list[TemplateKV]
+    outputs: list[torch.Tensor]
+    weights: ModuleFingerprint
+
+
 class MixFormerV2(nn.Module):
     """Tracking model. forward(template, online_template, search) → dict (see `forward`)."""
 
@@ -40,7 +54,7 @@ class MixFormerV2(nn.Module):
         else:
             self.box_head = PyCornerHead(config.embed_dim, config.corner_channel)
         self.score_head = ScoreHead(config.embed_dim, config.score_variant) if config.score_head else None
-        self._templates: tuple[torch.Tensor, list[TemplateKV], list[torch.Tensor]] | None = None
+        self._templates: CachedTemplates | None = None
         self._compiled_search: FrozenFunction | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -122,16 +136,17 @@ class MixFormerV2(nn.Module):
         return out
 
     def set_templates(self, template: torch.Tensor, online_template: torch.Tensor) -> None:
-        """Compute every layer's template keys/values once; `forward_search` then reuses them."""
+        """Compute every layer's template keys/values once; `forward_search` then reuses them (and
+        recomputes them first if the weights changed since, e.g. by an optimizer step)."""
         online = self._check_templates(template, online_template)
-        caches, outs = self.backbone.encode_templates(template, online)
-        self._templates = (template, caches, outs)
+        layers, outputs = self.backbone.encode_templates(template, online)
+        self._templates = CachedTemplates(template, online, layers, outputs, ModuleFingerprint(self))
 
     def update_online_template(self, online_template: torch.Tensor) -> None:
         """Replace only the online template(s); the cache is recomputed (templates attend to each other)."""
         if self._templates is None:
             raise DistilkitError("update_online_template: call set_templates(template, online_template) first")
-        self.set_templates(self._templates[0], online_template)
+        self.set_templates(self._templates.template, online_template)
 
     def clear_templates(self) -> None:
         """Drop the template cache."""
@@ -148,7 +163,9 @@ class MixFormerV2(nn.Module):
         if self._templates is None:
             raise DistilkitError("forward_search: no templates cached, call set_templates(template, online_template)")
         _check_image(search, self._base_config.search_size, "search")
-        _, caches, t_outs = self._templates
+        if self._templates.weights.changed():
+            self.set_templates(self._templates.template, self._templates.online)
+        caches, t_outs = self._templates.layers, self._templates.outputs
         tb = caches[0].k.shape[0]
         if tb not in (1, search.shape[0]):
             raise DistilkitError(f"search batch {search.shape[0]} does not match cached template batch {tb}")

@@ -1,0 +1,34 @@
+"""distilkit.fingerprint: every kind of change that can make cached results stale is noticed, once."""
+
+import torch
+from torch import nn
+
+from distilkit.fingerprint import ModuleFingerprint
+
+
+def test_each_change_is_reported_once():
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    fp = ModuleFingerprint(model)
+    assert not fp.changed()
+    x = torch.randn(8, 4)
+    model(x)  # train-mode batch norm updates its running statistics in place
+    assert fp.changed() and not fp.changed()
+    edits = [
+        lambda: model[0].weight.mul_(2.0),  # under no_grad, as optimizers do
+        lambda: model[2].load_state_dict({"weight": torch.randn(2, 4), "bias": torch.zeros(2)}),
+        lambda: setattr(model[0], "weight", nn.Parameter(model[0].weight.detach().clone())),
+        lambda: model.__setitem__(2, nn.Linear(4, 2)),
+        lambda: model.eval(),
+        lambda: model[2].register_buffer("extra", torch.zeros(1)),
+    ]
+    for i, edit in enumerate(edits):
+        with torch.no_grad():
+            edit()
+        assert fp.changed(), i
+        assert not fp.changed()
+    with torch.no_grad():
+        model(x)  # eval-mode forward changes nothing
+    assert not fp.changed()
+    with torch.no_grad():
+        model[2].weight.add_(1.0)  # a submodule that arrived later is watched as well
+    assert fp.changed()

@@ -79,6 +79,9 @@ class FrozenFunction:
 
     def __init__(self, fn: Callable[..., Any], module: nn.Module, *, cpp_wrapper: bool = True,
                  max_autotune: bool = False) -> None:
+        if not isinstance(fn, types.FunctionType):
+            raise DistilkitError(f"FrozenFunction needs a plain function fn(module, *args), got {type(fn).__name__} "
+                                 "(for a method, pass the class's function, e.g. type(model).forward)")
         if not compiler_available():
             raise DistilkitError("compiling needs a C++ compiler for TorchInductor's CPU kernels and none was "
                                  "found (install g++ or set CXX)")
@@ -86,7 +89,7 @@ class FrozenFunction:
         self.options = {"freezing": True, "cpp_wrapper": cpp_wrapper, "max_autotune": max_autotune}
         self._compiled: Callable[..., Any] | None = None
         self._fingerprint = ModuleFingerprint(module)
-        #: how many times a program was started from scratch (first call, or weights changed)
+        #: how many times a program was started from scratch (first call, or the module changed)
         self.compiles = 0
 
     def __call__(self, *args: Any) -> Any:

@@ -49,10 +49,13 @@ def test_two_modules_from_one_function_keep_their_own_weights_and_edits_recompil
     assert torch.allclose(fa(x), _eager(a, x), atol=1e-5) and fa.compiles == 4
 
 
-def test_no_compiler_is_a_clear_error(monkeypatch):
+def test_no_compiler_or_a_bound_method_is_a_clear_error(monkeypatch):
+    model = _mlp(0)
+    with pytest.raises(DistilkitError, match="plain function"):
+        FrozenFunction(model.forward, model)
     monkeypatch.setattr(distilkit.compiled, "compiler_available", lambda: False)
     with pytest.raises(DistilkitError, match="C\\+\\+ compiler"):
-        FrozenFunction(_apply, _mlp(0))
+        FrozenFunction(_apply, model)
 
 
 def _inputs(cfg, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

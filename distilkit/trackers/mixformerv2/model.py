@@ -182,9 +182,9 @@ class MixFormerV2(nn.Module):
 
     def compile_search(self, enable: bool = True, *, max_autotune: bool = False) -> None:
         """Run `forward_search` through TorchInductor with the weights frozen (`distilkit.compiled`):
-        same outputs (float rounding), about 1.2× as fast per frame on CPU as prepacked eager kernels. Used only without autograd and
-        without features; the first frame compiles (seconds), templates can change
-        freely, weight changes recompile. enable=False goes back to eager."""
+        same outputs (float rounding), about 1.2× as fast per frame on CPU as prepacked eager kernels.
+        Used without autograd and without features only; the first frame compiles (seconds), templates
+        can change freely, weight changes recompile. enable=False goes back to eager."""
         self._compiled_search = FrozenFunction(_search_step, self, max_autotune=max_autotune) if enable else None
 
     @property

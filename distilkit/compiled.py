@@ -73,7 +73,7 @@ class FrozenFunction:
 
     Calls run without autograd (outputs never require grad). The first call for a new input shape, and
     the first call after weights, submodules or the train/eval mode changed, compile (seconds); later
-    calls reuse the compiled program.
+    calls reuse the compiled program, which holds its own (prepacked) copy of the weights.
     max_autotune: let inductor benchmark GEMM implementations while compiling (slower compile).
     """
 

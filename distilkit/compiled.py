@@ -16,6 +16,7 @@ starts a new copy when anything changed.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import logging
 import types
@@ -24,7 +25,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-import torch._inductor.config
 from torch import nn
 
 from distilkit.errors import DistilkitError
@@ -89,6 +89,7 @@ class FrozenFunction:
         self.options = {"freezing": True, "cpp_wrapper": cpp_wrapper, "max_autotune": max_autotune}
         self._compiled: Callable[..., Any] | None = None
         self._fingerprint = ModuleFingerprint(module)
+        self._inductor_config = importlib.import_module("torch._inductor.config")  # ~0.8 s: only when used
         #: how many times a program was started from scratch (first call, or the module changed)
         self.compiles = 0
 
@@ -98,5 +99,5 @@ class FrozenFunction:
             self._compiled = torch.compile(_private_copy(self.fn), dynamic=False, options=_GUARD_OPTIONS)
             self.compiles += 1
         # torch.compile(options={"freezing": True}) does not freeze (measured, torch 2.14): patch the config
-        with torch.no_grad(), torch._inductor.config.patch(self.options), _quiet_cuda_home_warning():
+        with torch.no_grad(), self._inductor_config.patch(self.options), _quiet_cuda_home_warning():
             return self._compiled(self.module, *args)

@@ -8,8 +8,9 @@ default) and, where a C++ compiler is found, compiled by TorchInductor with froz
 (`distilkit.compiled`, `MixFormerV2Tracker(compile=True)`): one copy of the model each. Paths take
 turns in blocks of `--block` consecutive frames, so that load from other processes hits all of them
 alike while each block runs as a tracker does, one model frame after frame; the first frame of each
-block (caches still full of the previous path's weights), warm-up frames and compilation are excluded. The speed-up compares a path with the full forward on the
-same kernel. The roofline is the per-frame lower bound 2·MACs / (measured dense fp32 matmul FLOP/s).
+block (caches still full of the previous path's weights), warm-up frames and compilation are
+excluded. The speed-up compares a path with the full forward on the same kernels. The roofline is the
+per-frame lower bound 2·MACs / (measured dense fp32 matmul FLOP/s).
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ def time_paths(name: str, frames: int, warmup: int, block: int, compile_: bool) 
         for fn in paths.values():
             for _ in range(warmup):
                 fn()
+        block = max(1, min(block, frames))
         for _ in range(math.ceil(frames / block)):
             for key, fn in paths.items():
                 fn()  # untimed: right after another path the caches hold that model's weights

@@ -111,15 +111,22 @@ UNITS = ("epoch", "iteration")
 
 
 class ScheduledGamma:
-    """Progress bookkeeping shared by the progressive pruners: progress t → γ = schedule(t).
+    """What the progressive pruners share: progress t → γ = schedule(t), and the hooks that apply γ.
 
     t is in epochs: `set_epoch(e)` (0-based) once per epoch, or `step()`; with unit="iteration",
     `step()` advances 1/iters_per_epoch (or one schedule unit if `iters_per_epoch` is None, i.e.
-    the schedule's m counts iterations). Subclasses set `_what` (used in messages) and call
-    `_init_schedule` in their constructor.
+    the schedule's m counts iterations). Subclasses set `_what` (used in messages), call
+    `_init_schedule` in their constructor and keep their hook handles in `_handles`.
     """
 
     _what = "pruning"
+    _handles: list
+
+    def remove(self) -> None:
+        """Detach the hooks: the model behaves as unpruned again (γ = 1)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
 
     def _init_schedule(self, schedule: Any, unit: str, iters_per_epoch: int | None) -> None:
         if unit not in UNITS:

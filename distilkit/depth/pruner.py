@@ -118,12 +118,6 @@ class ProgressiveDepthPruner(ScheduledGamma):
         self.set_progress(state["progress"])
 
     # -- end ---------------------------------------------------------------------------------
-    def remove(self) -> None:
-        """Detach all hooks: the model behaves as unpruned again (γ = 1)."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
     def finalize(self) -> LayerMap:
         """Detach hooks and physically delete the removed blocks; returns the old→new LayerMap.
 

@@ -118,12 +118,6 @@ class ProgressiveWidthPruner(ScheduledGamma):
         self.set_progress(state["progress"])
 
     # -- end ---------------------------------------------------------------------------------
-    def remove(self) -> None:
-        """Detach the gates: the model behaves as unpruned again (γ = 1)."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
     def finalize(self) -> WidthReport:
         """Detach the gates and slice the chosen channels off (torch-pruning); returns the report.
         fc1/fc2 get new Parameter objects, so build the next stage's optimiser afterwards."""

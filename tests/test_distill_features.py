@@ -75,6 +75,22 @@ def test_projector_renumber_keeps_weights() -> None:
         proj.renumber([(0, 0)])
 
 
+def test_projector_follows_a_layer_map_dropping_removed_layers() -> None:
+    from distilkit.depth import LayerMap
+
+    layer_map = LayerMap(old_depth=12, removed=(0, 3, 6, 9))
+    proj = FeatureProjector([(2, 2), (3, 5), (11, 11)], 8, 16)
+    weights = proj.proj["2->2"].weight, proj.proj["11->11"].weight
+    with pytest.raises(DistilkitError, match="layer 3 was removed"):
+        proj.apply_layer_map(layer_map)
+    assert proj.pairs == [(2, 2), (3, 5), (11, 11)], "a refused remap must leave the projector as it was"
+    assert proj.apply_layer_map(layer_map, drop_removed=True) == [(1, 2), (7, 11)]
+    assert proj.pairs == [(1, 2), (7, 11)] and set(proj.proj) == {"1->2", "7->11"}
+    assert proj.proj["1->2"].weight is weights[0] and proj.proj["7->11"].weight is weights[1]
+    with pytest.raises(DistilkitError, match="every pair"):
+        FeatureProjector([(3, 3)], 8, 16).apply_layer_map(layer_map, drop_removed=True)
+
+
 def test_pairs_from_layer_map_remap_after_depth_pruning() -> None:
     from distilkit.depth import LayerMap
 

@@ -9,13 +9,16 @@ student (register it with `Distiller(..., modules={"projector": proj})`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from distilkit.errors import DistilkitError
+
+if TYPE_CHECKING:
+    from distilkit.depth.layermap import LayerMap
 
 Pair = tuple[int, int]
 Dims = Union[int, Mapping[int, int], Sequence[int]]
@@ -95,6 +98,18 @@ class FeatureProjector(nn.Module):
             if _pair_key(old) in self.proj:
                 renamed[_pair_key(new)] = self.proj[_pair_key(old)]
         self.proj, self.pairs = renamed, new_pairs
+
+    def apply_layer_map(self, layer_map: "LayerMap", drop_removed: bool = False) -> list[Pair]:
+        """Follow a depth pruning of the student: renumber the pairs' student layers with `layer_map`
+        (`distilkit.depth.LayerMap`), keeping each projector. A pair on a removed layer raises, or with
+        `drop_removed` goes away with its projector. Returns the new pairs (for `feature_kd`)."""
+        kept = [pair for pair in self.pairs if not (drop_removed and pair[0] in layer_map.removed)]
+        if not kept:
+            raise DistilkitError(f"FeatureProjector.apply_layer_map: every pair is on a removed layer {list(layer_map.removed)}")
+        new_pairs = [(layer_map[student], teacher) for student, teacher in kept]
+        self.pairs = kept
+        self.renumber(new_pairs)
+        return list(self.pairs)
 
 
 def _layer(feats: Features, layer: int, side: str, pair: Pair) -> torch.Tensor:

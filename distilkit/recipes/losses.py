@@ -49,11 +49,6 @@ def native_side_probs(teacher_out: dict[str, Any]) -> torch.Tensor:
     raise DistilkitError("the KL and attn losses need a teacher with a T4 head (side_logits) or a corner head (corner_logits)")
 
 
-def teacher_side_probs(teacher_out: dict[str, Any], bins: int) -> torch.Tensor:
-    """Teacher outputs → side distributions (B, 4, bins), order l t r b."""
-    return resample_bins(native_side_probs(teacher_out), bins)
-
-
 class StageLoss:
     """Callable (student_out, teacher_out, batch) → (total, {part: value}) for one stage's loss weights.
 

@@ -1,16 +1,26 @@
 """A cheap identity of a module's weights and structure, to notice when cached results go stale.
 
 `ModuleFingerprint(module).changed()` is True once after any in-place weight edit (optimizer step,
-`load_state_dict`), replaced parameter, buffer or submodule, or train/eval switch; about 20 µs for a
-60-module model, so it can run on every call of a per-frame path. Edits through `tensor.data` bypass
-autograd's version counter and are not seen (nor by anything else that relies on it).
+`load_state_dict`), replaced parameter, buffer or submodule, or train/eval switch; about 25 µs for
+MixFormerV2-S (60 modules), so it can run on every call of a per-frame path. Edits through `tensor.data` bypass
+autograd's version counter and are not seen (nor by anything else that relies on it); neither are
+in-place edits of inference tensors (made under `torch.inference_mode`), which have no counter.
 """
 
 from __future__ import annotations
 
+import itertools
+import operator
+
+import torch
 from torch import nn
 
-__all__ = ["ModuleFingerprint"]
+__all__ = ["ModuleFingerprint", "tensor_version"]
+
+
+def tensor_version(t: torch.Tensor) -> int:
+    """Autograd's in-place edit counter of `t`; -1 for inference tensors, which keep none."""
+    return -1 if t.is_inference() else t._version
 
 
 class ModuleFingerprint:
@@ -18,21 +28,35 @@ class ModuleFingerprint:
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
-        self._submodules = list(module.modules())
+        self._collect()
         self._value = self._compute()
 
+    def _collect(self) -> None:
+        """The dicts the state lives in; they stay the same objects until a submodule is replaced."""
+        self._submodules = list(self.module.modules())
+        self._tensor_dicts = [d for m in self._submodules for d in (m._parameters, m._buffers)]
+        self._child_dicts = [m._modules for m in self._submodules]
+
     def _compute(self) -> tuple:
-        return tuple(
-            (m.training, tuple(map(id, m._modules.values())),
-             tuple((id(t), t.data_ptr(), t._version) for t in m._parameters.values() if t is not None),
-             tuple((id(t), t.data_ptr(), t._version) for t in m._buffers.values() if t is not None))
-            for m in self._submodules
-        )
+        # map() over C-level getters: about 3x faster than a per-module Python loop (runs every frame)
+        tensors = [t for t in _chain(map(dict.values, self._tensor_dicts)) if t is not None]
+        try:
+            versions = tuple(map(_version, tensors))
+        except RuntimeError:  # inference tensors have no version counter
+            versions = tuple(map(tensor_version, tensors))
+        return (tuple(map(_training, self._submodules)), tuple(map(id, _chain(map(dict.values, self._child_dicts)))),
+                tuple(map(id, tensors)), tuple(map(_data_ptr, tensors)), versions)
 
     def changed(self) -> bool:
         """True when anything changed since construction or the last call that returned True."""
         if self._compute() == self._value:
             return False
-        self._submodules = list(self.module.modules())  # the tree itself may have changed
+        self._collect()  # the tree itself may have changed
         self._value = self._compute()
         return True
+
+
+_chain = itertools.chain.from_iterable
+_version = operator.attrgetter("_version")
+_training = operator.attrgetter("training")
+_data_ptr = torch.Tensor.data_ptr

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fingerprint import tensor_version
+
 __all__ = ["PrepackedLinear", "prepack_available", "prepack_linears", "prepacked_view", "shared_view", "unpack_linears"]
 
 
@@ -37,7 +39,7 @@ class PrepackedLinear(nn.Linear):
     _packed_key: tuple[int, int] | None
 
     def _fresh_packed(self) -> torch.Tensor:
-        key = (self.weight.data_ptr(), self.weight._version)
+        key = (self.weight.data_ptr(), tensor_version(self.weight))
         if self._packed is None or self._packed_key != key:
             with torch.no_grad():
                 self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), self.batch_hint)

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from distilkit.fingerprint import ModuleFingerprint
+from distilkit.fingerprint import ModuleFingerprint, tensor_version
 
 
 def test_each_change_is_reported_once():
@@ -20,6 +20,7 @@ def test_each_change_is_reported_once():
         lambda: model.__setitem__(2, nn.Linear(4, 2)),
         lambda: model.eval(),
         lambda: model[2].register_buffer("extra", torch.zeros(1)),
+        lambda: model.register_parameter("scale", nn.Parameter(torch.ones(1))),  # on a module that had none
     ]
     for i, edit in enumerate(edits):
         with torch.no_grad():
@@ -32,3 +33,16 @@ def test_each_change_is_reported_once():
     with torch.no_grad():
         model[2].weight.add_(1.0)  # a submodule that arrived later is watched as well
     assert fp.changed()
+
+
+def test_inference_tensors_are_watched_without_version_counters():
+    with torch.inference_mode():
+        model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+        assert tensor_version(model[0].weight) == -1
+        fp = ModuleFingerprint(model)
+        assert not fp.changed()
+        model[0].weight.mul_(2.0)  # no counter to see this by: documented
+        assert not fp.changed()
+        model[1] = nn.Linear(4, 2)
+        assert fp.changed() and not fp.changed()
+    assert tensor_version(torch.zeros(1).add_(1)) == 1

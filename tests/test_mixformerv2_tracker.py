@@ -80,6 +80,22 @@ def test_tracker_follows_target_moving_in_a_straight_line() -> None:
     assert min(ious) > 0.6 and float(np.mean(ious)) > 0.8, ious
 
 
+def test_model_built_under_inference_mode_tracks_like_a_normal_one() -> None:
+    """Inference tensors have no version counter; the template cache and prepacked weights must cope."""
+    torch.manual_seed(0)
+    normal = MixFormerV2Tracker(build_model("mixformerv2-s-tiny").eval())
+    with torch.inference_mode():
+        torch.manual_seed(0)
+        deployed = MixFormerV2Tracker(build_model("mixformerv2-s-tiny").eval())
+        results = []
+        for tracker in (normal, deployed):
+            tracker.initialize(frame(60, 50), np.array([60, 50, SIDE, SIDE]))
+            results.append([tracker.track(frame(60 + 3 * i, 50 + 2 * i, seed=i)) for i in range(1, 4)])
+    for (box_a, score_a), (box_b, score_b) in zip(*results):
+        np.testing.assert_allclose(box_a, box_b, atol=1e-4)
+        assert abs(score_a - score_b) < 1e-5
+
+
 def test_online_template_takes_best_visible_frame_every_interval() -> None:
     model = oracle("mixformerv2-b-tiny")
     tracker = MixFormerV2Tracker(model, update_interval=4)

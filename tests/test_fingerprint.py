@@ -3,6 +3,7 @@
 import torch
 from torch import nn
 
+from distilkit.depth import remove_layers
 from distilkit.fingerprint import ModuleFingerprint, tensor_version
 
 
@@ -46,3 +47,15 @@ def test_inference_tensors_are_watched_without_version_counters():
         model[1] = nn.Linear(4, 2)
         assert fp.changed() and not fp.changed()
     assert tensor_version(torch.zeros(1).add_(1)) == 1
+
+
+def test_swapped_child_dict_is_seen():
+    """Depth pruning replaces the container's whole _modules dict rather than editing it."""
+    model = nn.Module()
+    model.blocks = nn.ModuleList(nn.Linear(2, 2) for _ in range(3))
+    fp = ModuleFingerprint(model)
+    remove_layers(model, [1])
+    assert fp.changed() and not fp.changed()
+    with torch.no_grad():
+        model.blocks[1].weight.add_(1.0)  # the block that moved up is still watched
+    assert fp.changed()

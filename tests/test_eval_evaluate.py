@@ -98,6 +98,13 @@ def test_bad_tracker_output_and_init_box():
     with pytest.raises(DistilkitError, match="neither a tracker"):
         evaluate(42, [seq], progress=False)
 
+    class Refuses(ConstantBoxTracker):
+        def track(self, image):
+            raise DistilkitError("cannot see")
+
+    with pytest.raises(DistilkitError, match=f"sequence {_seq().name}, frame 1: cannot see"):
+        evaluate(Refuses(), [_seq()], progress=False)
+
 
 def test_success_plot_png(tmp_path):
     seq = _seq()

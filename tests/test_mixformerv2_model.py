@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -230,3 +231,20 @@ def test_template_cache_follows_weight_changes() -> None:
         ProgressiveDepthPruner(model, remove=[1], blocks="backbone.blocks").finalize()
         pruned = model.forward_search(search)["side_logits"]
         assert torch.allclose(pruned, model(template, online, search)["side_logits"], atol=1e-5, rtol=0)
+
+
+def test_copies_leave_the_template_cache_behind() -> None:
+    """A cache recorded with autograd on holds graph tensors (deepcopy refuses those) and watches the
+    original's weights; copies start without one."""
+    model = build_model("mixformerv2-s-tiny")
+    cfg = model.config
+    template = torch.randn(1, 3, cfg.template_size, cfg.template_size)
+    search = torch.randn(1, 3, cfg.search_size, cfg.search_size)
+    model.set_templates(template, template)  # autograd on: trainable through the cache
+    twin = copy.deepcopy(model)
+    with pytest.raises(DistilkitError, match="set_templates"):
+        twin.forward_search(search)
+    twin.set_templates(template, template)
+    with torch.no_grad():
+        assert torch.allclose(twin.forward_search(search)["boxes"], model.forward_search(search)["boxes"], atol=1e-6)
+    assert model.forward_search(search)["boxes"].requires_grad  # the original keeps its cache

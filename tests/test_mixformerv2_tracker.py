@@ -135,3 +135,16 @@ def test_tracker_input_errors() -> None:
         tracker.track(frame(10, 10))
     with pytest.raises(DistilkitError, match="positive"):
         tracker.initialize(frame(10, 10), np.array([10, 10, 0, 5]))
+    with pytest.raises(DistilkitError, match="finite"):
+        tracker.initialize(frame(10, 10), np.array([np.nan, 10, 5, 5]))
+    with pytest.raises(DistilkitError, match="outside the 260×200 image"):
+        tracker.initialize(frame(10, 10), np.array([W + 5, 10, 20, 20]))
+    with pytest.raises(DistilkitError, match="outside"):
+        tracker.initialize(frame(10, 10), np.array([-30, 10, 20, 20]))
+    tracker.initialize(frame(10, 10), np.array([-10, -10, 20, 20]))  # partly outside is a valid start
+    with pytest.raises(DistilkitError, match="uint8"):
+        tracker.track(frame(10, 10).astype(np.float32) / 255)  # would be a black crop
+    with pytest.raises(DistilkitError, match="H×W×3"):
+        tracker.track(frame(10, 10)[..., 0])
+    with pytest.raises(DistilkitError, match="numpy"):
+        tracker.track(torch.zeros(H, W, 3, dtype=torch.uint8))

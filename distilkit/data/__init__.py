@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from distilkit.data.crop import CropWindow, clip_box, crop_around, crop_side
+from distilkit.data.crop import CropWindow, check_rgb_image, clip_box, crop_around, crop_side
 from distilkit.data.readers import GOT10k, LaSOT, TrackingNet
 from distilkit.data.sampler import PairSampler, denormalize_image, jitter_box, normalize_image
 from distilkit.data.sequence import Sequence, load_image, read_boxes, read_flags
@@ -10,7 +10,7 @@ from distilkit.data.spec import load_datasets
 from distilkit.data.synthetic import SyntheticTracking
 
 __all__ = [
-    "CropWindow", "clip_box", "crop_around", "crop_side",
+    "CropWindow", "check_rgb_image", "clip_box", "crop_around", "crop_side",
     "GOT10k", "LaSOT", "TrackingNet",
     "PairSampler", "denormalize_image", "jitter_box", "normalize_image",
     "Sequence", "load_image", "read_boxes", "read_flags",

@@ -52,6 +52,16 @@ def crop_side(box_xywh: np.ndarray, factor: float) -> int:
     return max(1, math.ceil(math.sqrt(w * h) * factor))
 
 
+def check_rgb_image(image: np.ndarray) -> None:
+    """Frames are H×W×3 uint8 numpy arrays (RGB, 0-255); anything else is a clear error, not a bad crop."""
+    if not isinstance(image, np.ndarray):
+        raise DistilkitError(f"expected an H×W×3 uint8 numpy image, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise DistilkitError(f"expected an H×W×3 image, got shape {tuple(image.shape)}")
+    if image.dtype != np.uint8:  # a float image in [0, 1] would silently become a black crop
+        raise DistilkitError(f"expected a uint8 RGB image (0-255), got dtype {image.dtype}")
+
+
 def crop_around(
     image: np.ndarray,
     box_xywh: np.ndarray,
@@ -62,8 +72,7 @@ def crop_around(
 ) -> tuple[np.ndarray, CropWindow]:
     """Cut the square context window around `box_xywh` (optionally shifted/rescaled, for training
     jitter), zero-pad outside the image and resize to `output_size`. Returns (crop uint8, window)."""
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise DistilkitError(f"expected an H×W×3 image, got shape {tuple(image.shape)}")
+    check_rgb_image(image)
     side = max(1, math.ceil(crop_side(box_xywh, factor) * scale))
     cx = float(box_xywh[0]) + float(box_xywh[2]) / 2 + center_shift[0]
     cy = float(box_xywh[1]) + float(box_xywh[3]) / 2 + center_shift[1]

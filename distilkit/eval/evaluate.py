@@ -170,13 +170,19 @@ def _track_sequence(tracker: Any, seq: Sequence) -> SequenceResult:
         raise DistilkitError(f"sequence {seq.name}: first-frame box {init.tolist()} is not a valid init box")
     image = seq.frame(0)
     start = time.perf_counter()
-    tracker.initialize(image, init.copy())
+    try:
+        tracker.initialize(image, init.copy())
+    except DistilkitError as err:  # say where: which sequence the tracker refused
+        raise DistilkitError(f"sequence {seq.name}, frame 0: {err}") from None
     times[0] = time.perf_counter() - start
     boxes[0] = init
     for i in range(1, n):
         image = seq.frame(i)
         start = time.perf_counter()
-        out = tracker.track(image)
+        try:
+            out = tracker.track(image)
+        except DistilkitError as err:
+            raise DistilkitError(f"sequence {seq.name}, frame {i}: {err}") from None
         times[i] = time.perf_counter() - start
         box, score = out if isinstance(out, tuple) and len(out) == 2 else (out, 1.0)
         box = np.asarray(box, dtype=np.float64).reshape(-1)

@@ -58,9 +58,12 @@ class MixFormerV2(nn.Module):
         self._compiled_search: FrozenFunction | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        """Copies and pickles leave the compiled search step behind (it is bound to this instance)."""
+        """Copies and pickles leave the compiled search step (bound to this instance) and the template
+        cache (it may hold autograd graph, and it watches this instance's weights) behind: call
+        `set_templates` on the copy."""
         state = super().__getstate__()
         state["_compiled_search"] = None
+        state["_templates"] = None
         return state
 
     @property

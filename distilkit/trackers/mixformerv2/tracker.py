@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from distilkit.data.crop import CropWindow, clip_box, crop_around
+from distilkit.data.crop import CropWindow, check_rgb_image, clip_box, crop_around
 from distilkit.data.sampler import IMAGENET_MEAN, IMAGENET_STD
 from distilkit.errors import DistilkitError
 from distilkit.prepack import prepack_available, prepacked_view, shared_view
@@ -82,8 +82,12 @@ class MixFormerV2Tracker:
     def initialize(self, image: np.ndarray, box_xywh: np.ndarray) -> None:
         """Start tracking the target at `box_xywh` (x, y, w, h in pixels) in the first frame."""
         box = np.asarray(box_xywh, dtype=np.float64).reshape(4)
-        if not (box[2] > 0 and box[3] > 0):
-            raise DistilkitError(f"initial box must have positive width and height, got {box.tolist()}")
+        if not (np.isfinite(box).all() and box[2] > 0 and box[3] > 0):
+            raise DistilkitError(f"initial box must be finite with positive width and height, got {box.tolist()}")
+        check_rgb_image(image)
+        h, w = image.shape[:2]
+        if box[0] >= w or box[1] >= h or box[0] + box[2] <= 0 or box[1] + box[3] <= 0:
+            raise DistilkitError(f"initial box {box.tolist()} (x, y, w, h) lies outside the {w}×{h} image")
         self.template = self._template(image, box)
         n = self.model.config.num_online_templates
         self.online = self.template.unsqueeze(1).repeat(1, n, 1, 1, 1)

@@ -131,6 +131,8 @@ def test_bad_inputs_fail_before_training(tmp_path, capsys):
     assert "no such file or directory" in capsys.readouterr().err
     assert _cli(ARGS + ["--out", out, "--budget", "huge"]) == 2
     assert "has no budget 'huge'" in capsys.readouterr().err
+    assert _cli(["prune", "--recipe", TINY, "--budget", "tiny", "--seed", "-1", "--out", out]) == 2  # numpy refuses it
+    assert "--seed" in capsys.readouterr().err
     assert not os.path.exists(out)
 
 

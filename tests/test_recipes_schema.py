@@ -93,6 +93,15 @@ def test_wrong_type_names_key(tmp_path):
         load_recipe(path)
 
 
+def test_long_values_are_cut_in_errors(tmp_path):
+    """Not a recipe at all (say, a text file): the error stays one short line."""
+    path = tmp_path / "notes.yaml"
+    path.write_text("word " * 200 + "\n")
+    with pytest.raises(DistilkitError, match=r"expected a mapping for Recipe, got str 'word word .*\.\.\.$") as err:
+        load_recipe(str(path))
+    assert len(str(err.value)) < 200
+
+
 def test_missing_field(tmp_path):
     path = _variant(tmp_path, lambda d: d["stages"][0].pop("losses"))
     with pytest.raises(DistilkitError, match=re.escape("stages[0]: missing required key 'losses'")):

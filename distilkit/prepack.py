@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fingerprint import tensor_version
+from distilkit.fingerprint import tensor_version
 
 __all__ = ["PrepackedLinear", "prepack_available", "prepack_linears", "prepacked_view", "shared_view", "unpack_linears"]
 

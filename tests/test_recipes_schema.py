@@ -116,6 +116,7 @@ def test_missing_field(tmp_path):
 
 @pytest.mark.parametrize("edit, message", [
     (lambda d: d["stages"][1]["losses"].update(bce=1.0), "unknown loss 'bce' for a distill stage"),
+    (lambda d: d["stages"][1]["losses"].update(kl=-2.0), "loss weight for 'kl' must be >= 0, got -2.0"),
     (lambda d: d["stages"][1].update(kind="prune"), "kind: expected one of"),
     (lambda d: d["stages"].insert(0, dict(d["stages"][1])), "the first stage, and only the first, is the 'teacher' stage"),
     (lambda d: d["stages"][3].update(name="pmdp-8"), "duplicate stage name 'pmdp-8'"),

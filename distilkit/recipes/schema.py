@@ -8,6 +8,7 @@ result) and `budgets` (named sets of sizes, epochs and optimiser settings, e.g. 
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal, Optional
@@ -60,12 +61,9 @@ class Stage:
     attention_layers: int = 4
 
     def check(self) -> Optional[tuple[str, str]]:
-        allowed = LOSSES_BY_KIND[self.kind]
-        for loss, weight in self.losses.items():
-            if loss not in allowed:
-                return "losses", f"unknown loss {loss!r} for a {self.kind} stage; expected some of {sorted(allowed)}"
-            if weight < 0:
-                return "losses", f"loss weight for {loss!r} must be >= 0, got {weight}"
+        problem = loss_weights_problem(self.losses, LOSSES_BY_KIND[self.kind], f"a {self.kind} stage")
+        if problem:
+            return "losses", problem
         if not self.losses:
             return "losses", "at least one loss is required"
         if self.kind in ("teacher", "distill") and not self.model:
@@ -132,10 +130,19 @@ class StageBudget:
             return "epochs", "must be >= 1"
         if self.m is not None and self.m < 0:
             return "m", "must be >= 0"
-        for loss, weight in self.losses.items():
-            if weight < 0:
-                return "losses", f"loss weight for {loss!r} must be >= 0, got {weight}"
-        return None
+        problem = loss_weights_problem(self.losses)  # names are checked per stage kind in _check_route
+        return ("losses", problem) if problem else None
+
+
+def loss_weights_problem(losses: dict[str, float], allowed: Optional[Collection[str]] = None,
+                         owner: str = "") -> Optional[str]:
+    """What is wrong with a {loss: weight} mapping (a name outside `allowed`, a negative weight), or None."""
+    for loss, weight in losses.items():
+        if allowed is not None and loss not in allowed:
+            return f"unknown loss {loss!r} for {owner}; expected some of {sorted(allowed)}"
+        if weight < 0:
+            return f"loss weight for {loss!r} must be >= 0, got {weight}"
+    return None
 
 
 def effective_losses(stage: Stage, entry: StageBudget) -> dict[str, float]:
@@ -284,11 +291,11 @@ def _check_route(recipe: Recipe, ctx: Context) -> None:
             if stage.name not in budget.stages:
                 raise ctx.fail(("budgets", bname, "stages"), f"missing entry for stage {stage.name!r}")
             entry = budget.stages[stage.name]
-            allowed = LOSSES_BY_KIND[stage.kind]
-            for loss in entry.losses:
-                if loss not in allowed:
-                    raise ctx.fail(("budgets", bname, "stages", stage.name, "losses", loss),
-                                   f"unknown loss {loss!r} for the {stage.kind} stage {stage.name!r}; expected some of {sorted(allowed)}")
+            for loss, weight in entry.losses.items():
+                problem = loss_weights_problem({loss: weight}, LOSSES_BY_KIND[stage.kind],
+                                               f"the {stage.kind} stage {stage.name!r}")
+                if problem:
+                    raise ctx.fail(("budgets", bname, "stages", stage.name, "losses", loss), problem)
             losses = effective_losses(stage, entry)
             if not losses:
                 raise ctx.fail(("budgets", bname, "stages", stage.name, "losses"), f"stage {stage.name!r} is left without any loss")

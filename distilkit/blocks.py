@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -14,10 +15,18 @@ _DEPTH_ATTRS = ("depth", "num_layers", "n_layers", "num_blocks", "num_hidden_lay
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The module DDP / DataParallel wrap (hooks and edits go on it), else `model` itself."""
-    while isinstance(model, _PARALLEL_WRAPPERS):
-        model = model.module
-    return model
+    """The module DDP / DataParallel / `torch.compile` wrap (hooks, edits and saving go on it), else
+    `model` itself."""
+    # torch.compile's wrapper can only exist once dynamo is imported; importing it here would cost ~1 s
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    compiled = getattr(eval_frame, "OptimizedModule", ())
+    while True:
+        if isinstance(model, _PARALLEL_WRAPPERS):
+            model = model.module
+        elif compiled and isinstance(model, compiled):
+            model = model._orig_mod
+        else:
+            return model
 
 
 def resolve_blocks(model: nn.Module, path: str = "blocks") -> nn.Sequential | nn.ModuleList:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from distilkit.blocks import unwrap
 from distilkit.errors import DistilkitError
 
 FORMAT = "distilkit-arch/1"
@@ -29,7 +30,6 @@ WEIGHTS = "model.safetensors"
 ARCH = "arch.json"
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {}
 _SCALARS = (bool, int, float, str, type(None))
-_WRAPPERS = (nn.parallel.DistributedDataParallel, nn.DataParallel)
 
 
 def register_factory(name: str, fn: Callable[..., nn.Module]) -> None:
@@ -250,9 +250,7 @@ def _tied(model: nn.Module) -> dict[str, list[str]]:
 # -- public API --------------------------------------------------------------------------------
 def describe(model: nn.Module, arch: dict[str, Any] | None = None) -> dict[str, Any]:
     """The arch.json content for `model` (factory, config, structural edits, param count)."""
-    net = model
-    while isinstance(net, _WRAPPERS):
-        net = net.module
+    net = unwrap(model)
     if arch is not None:
         if not isinstance(arch.get("factory"), str):
             raise DistilkitError("save(arch=...) needs {'factory': str, 'config': dict}")
@@ -299,9 +297,7 @@ def save(model: nn.Module, path: str | os.PathLike[str], *, arch: dict[str, Any]
     from safetensors.torch import save_model
 
     spec = describe(model, arch)
-    net = model
-    while isinstance(net, _WRAPPERS):
-        net = net.module
+    net = unwrap(model)
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise DistilkitError(f"{out} exists and is not a directory")

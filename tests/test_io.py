@@ -67,6 +67,15 @@ def test_pruned_timm_vit_round_trip_without_pruning_code(tmp_path) -> None:
     assert done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
+def test_wrapped_models_save_as_the_model_inside(tmp_path) -> None:
+    """DataParallel and torch.compile wrappers are saved as the module they wrap (state-dict keys too)."""
+    model, x = pruned_vit(), torch.randn(1, 3, 32, 32)
+    for i, wrapped in enumerate((nn.DataParallel(model), torch.compile(model), torch.compile(nn.DataParallel(model)))):
+        back = io.load(io.save(wrapped, tmp_path / str(i))).eval()
+        assert type(back) is type(model)
+        assert torch.equal(back(x), model(x))
+
+
 class Tied(nn.Module):
     def __init__(self, depth: int = 6, dim: int = 8) -> None:
         super().__init__()

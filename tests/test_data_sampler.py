@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from distilkit.data import PairSampler, SyntheticTracking, crop_around, denormalize_image, jitter_box
+from distilkit.data import PairSampler, Sequence, SyntheticTracking, crop_around, denormalize_image, jitter_box
 from distilkit.errors import DistilkitError
 
 
@@ -113,6 +113,17 @@ def test_negatives_have_zero_label_and_box(data):
     mixed = _sampler(data, negative_prob=0.5, samples_per_epoch=40)
     labels = [float(mixed[i]["label"]) for i in range(40)]
     assert 5 < sum(labels) < 35
+
+
+def test_impossible_negatives_fail_at_construction():
+    frames = [np.zeros((60, 80, 3), np.uint8)] * 5
+    boxes = np.tile([20.0, 20.0, 10.0, 10.0], (5, 1))
+    lone = Sequence("lone", frames, boxes, np.ones(5, bool))
+    _sampler([lone])  # positives alone are fine
+    with pytest.raises(DistilkitError, match="negative samples need a second sequence"):
+        _sampler([lone], negative_prob=0.5)
+    hidden = Sequence("hidden", frames, boxes, np.array([True, True, False, True, True]))
+    assert _sampler([hidden], negative_prob=1.0)[0]["label"] == 0.0  # its invisible frame serves
 
 
 def test_bad_arguments(data):

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 from safetensors.torch import load_file
 
 import distilkit.io as dio
@@ -133,6 +134,13 @@ def test_bad_inputs_fail_before_training(tmp_path, capsys):
     assert "has no budget 'huge'" in capsys.readouterr().err
     assert _cli(["prune", "--recipe", TINY, "--budget", "tiny", "--seed", "-1", "--out", out]) == 2  # numpy refuses it
     assert "--seed" in capsys.readouterr().err
+    lone = tmp_path / "got" / "train" / "GOT-10k_Train_000001"  # one fully visible video: no negatives
+    lone.mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (64, 48)).save(lone / f"{i + 1:08d}.jpg")
+    (lone / "groundtruth.txt").write_text("10,10,20,20\n" * 3)
+    assert _cli(ARGS + ["--out", out, "--data", f"got10k:{tmp_path / 'got'}"]) == 2
+    assert "negative samples need a second sequence" in capsys.readouterr().err
     assert not os.path.exists(out)
 
 

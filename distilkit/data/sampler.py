@@ -51,6 +51,15 @@ def _usable(seq: Sequence) -> np.ndarray:
         return seq.visible & np.isfinite(b).all(1) & (b[:, 2] > 0) & (b[:, 3] > 0)
 
 
+def check_negatives_possible(datasets: list) -> None:
+    """Negative search crops come from another video or from frames where the target is invisible;
+    with one fully visible video there are none, which is said now rather than mid-training."""
+    if sum(len(d) for d in datasets) >= 2:
+        return
+    if not any((~seq.visible).any() for d in datasets for seq in d):
+        raise DistilkitError("negative samples need a second sequence or frames where the target is invisible")
+
+
 class PairSampler(torch.utils.data.Dataset):
     """`samples_per_epoch` training samples drawn from `datasets` (weighted by their sequence counts);
     a dataset is anything indexable that yields `Sequence`s (a list of sequences works too).
@@ -86,6 +95,8 @@ class PairSampler(torch.utils.data.Dataset):
             raise DistilkitError(f"negative_prob must be in [0, 1], got {negative_prob}")
         if max_gap < 0 or samples_per_epoch < 1:
             raise DistilkitError(f"max_gap must be >= 0 and samples_per_epoch >= 1, got {max_gap}, {samples_per_epoch}")
+        if negative_prob > 0:
+            check_negatives_possible(self.datasets)
         self.p_datasets = sizes / sizes.sum()
         self.template_size, self.search_size = int(template_size), int(search_size)
         self.template_factor, self.search_factor = float(template_factor), float(search_factor)

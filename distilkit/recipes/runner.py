@@ -267,6 +267,10 @@ class RecipeRun:
         """Everything that can fail without training: data paths, the teacher checkpoint, the output dir."""
         opts, budget = self.opts, self.budget
         self.train_sets = datasets_for(opts.data, budget, "train")
+        if budget.negative_prob > 0 and any(s.kind == "score" for s in self.recipe.stages):
+            from distilkit.data.sampler import check_negatives_possible
+
+            check_negatives_possible(self.train_sets)  # the score stage comes last: fail before training
         eval_parts = datasets_for(opts.eval_data, budget, "test") if opts.eval_data else [_synthetic(budget, "test")]
         self.eval_set = eval_parts[0] if len(eval_parts) == 1 else _Concat(eval_parts)
         self.teacher = load_teacher(opts.teacher, self.recipe.stages[0], budget) if opts.teacher else None

@@ -239,3 +239,13 @@ def test_bad_checkpoints_raise(tmp_path: Path) -> None:
     torch.save({"net": [1, 2]}, path)
     with pytest.raises(DistilkitError, match="state dict"):
         load_official_checkpoint(model, path)
+    (tmp_path / "empty.pth.tar").write_bytes(b"")
+    with pytest.raises(DistilkitError, match="is an empty file"):
+        load_official_checkpoint(model, tmp_path / "empty.pth.tar")
+    torch.save({"net": {"classifier.weight": torch.zeros(2, 2)}}, path)  # another model's weights
+    with pytest.raises(DistilkitError, match=r"none of its 1 tensors matches a key of the model \(first: \['classifier.weight'\]\)"):
+        load_official_checkpoint(model, path)
+    torch.save({"net": Path("x")}, path)  # weights_only refuses pickled objects: the error stays one line
+    with pytest.raises(DistilkitError, match="cannot read checkpoint .*UnpicklingError") as err:
+        load_official_checkpoint(model, path)
+    assert "\n" not in str(err.value) and "\x1b" not in str(err.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,10 +40,13 @@ class LoadReport:
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise DistilkitError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise DistilkitError(f"checkpoint {path} is an empty file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt/pickled files
-        raise DistilkitError(f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+        first = (re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines() or ["(no message)"])[0]  # one plain line
+        raise DistilkitError(f"cannot read checkpoint {path}: {type(exc).__name__}: {first}") from exc
     for key in _CONTAINER_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -78,6 +82,9 @@ def load_official_checkpoint(model: nn.Module, path: str | Path, strict: bool = 
                 f"{path}: shape mismatch for {key}: checkpoint {tuple(value.shape)} vs model {tuple(target[key].shape)}"
             )
     report = LoadReport(loaded=sum(k in target for k in source), missing=missing, unexpected=unexpected, rebuilt=rebuilt)
+    if report.loaded == 0:
+        raise DistilkitError(f"{path}: none of its {len(source)} tensors matches a key of the model "
+                             f"(first: {unexpected[:3]}); is it a MixFormerV2 checkpoint?")
     if strict and not report.ok:
         raise DistilkitError(
             f"{path}: {len(missing)} missing key(s) (first: {missing[:3]}), "

@@ -167,6 +167,13 @@ def test_non_mlp_blocks_are_refused():
         reduce_mlp_ratio(model, 1.0)
 
 
+def test_model_made_under_inference_mode_is_refused_by_name():
+    with torch.inference_mode():
+        model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, num_classes=4)
+    with pytest.raises(DistilkitError, match="cls_token was made under torch.inference_mode"):
+        reduce_mlp_ratio(model, 1.0)
+
+
 class _LeakyMlp(torch.nn.Module):
     """An MLP whose hidden activation is also read outside it (by the block's `probe`)."""
 

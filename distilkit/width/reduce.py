@@ -89,6 +89,10 @@ def plan_width(
 ) -> WidthPlan:
     """Validate everything, score the hidden channels, and choose the ones to remove."""
     make_importance(importance)  # an unknown name fails before any work
+    inference = next((name for name, p in model.named_parameters() if p.is_inference()), None)
+    if inference is not None:  # torch-pruning traces with autograd, which refuses inference tensors
+        raise DistilkitError(f"width pruning needs ordinary tensors, but {inference} was made under "
+                             "torch.inference_mode; build or load the model outside it")
     sites = find_mlp_sites(model, blocks, block_indices)
     targets = target_hidden(sites, ratio, hidden, round_to)
     scores = channel_importance(model, sites, importance, batches, loss_fn, example_inputs)

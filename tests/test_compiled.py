@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list  # how many programs dynamo holds
 
 import distilkit.compiled
 from distilkit.compiled import FrozenFunction, compiler_available
@@ -114,6 +115,9 @@ def test_compiled_tracker_follows_the_eager_one_through_online_updates():
             assert tracker.model is not model and tracker.model.search_compiled
         tracker.initialize(frames[0], np.array([20.0, 30.0, 24.0, 20.0]))
         runs.append([tracker.track(f) for f in frames[1:]])
+        if compiled:  # initialize's warm-up compiled the very program the frames use: no second one
+            code = tracker.model._compiled_search._compiled._torchdynamo_orig_callable.__code__
+            assert len(_debug_get_cache_entry_list(code)) == 1
     assert not model.search_compiled, "the caller's model must stay as it was"
     for (box_e, score_e), (box_c, score_c) in zip(*runs):
         assert np.allclose(box_c, box_e, atol=1e-3) and abs(score_c - score_e) < 1e-5
@@ -128,6 +132,8 @@ def test_eval_compile_flag_tracks_like_eager_and_prepares_the_model_once(tmp_pat
     saved = str(io.save(build_model("mixformerv2-s-tiny", score_head=True), tmp_path / "model"))
     make = _tracker_factory(saved, "synthetic", None, "cpu", compile_=True)
     assert make().model is make().model and make().model.search_compiled
+    code = make().model._compiled_search._compiled._torchdynamo_orig_callable.__code__
+    assert len(_debug_get_cache_entry_list(code)) == 1  # compiled before any sequence is timed (FPS)
     boxes = {}
     for flag in ([], ["--compile"]):
         out = tmp_path / ("compiled" if flag else "eager")

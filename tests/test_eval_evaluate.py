@@ -145,7 +145,7 @@ def test_cli_eval_constant_on_synthetic(tmp_path):
     assert again.output.count("│ constant") == 2  # this run and the compared one
 
 
-def test_cli_eval_errors(tmp_path):
+def test_cli_eval_errors(tmp_path, capsys):
     from distilkit.cli import main
 
     with pytest.raises(SystemExit) as exc:
@@ -157,6 +157,13 @@ def test_cli_eval_errors(tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["eval", "no-such-model", "--data", "synthetic:1"])
     assert exc.value.code == 2
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for out, message in ((blocker, "exists and is not a directory"), (blocker / "sub", "cannot create the directory")):
+        with pytest.raises(SystemExit) as exc:  # refused before any tracking, not when saving at the end
+            main(["eval", "constant", "--data", "synthetic:1", "--out", str(out), "--no-progress"])
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err
 
 
 def test_sequences_without_ground_truth_are_tracked_but_not_scored(tmp_path):

@@ -40,8 +40,9 @@ class MixFormerV2Tracker:
         model's weights whose linear layers use prepacked oneDNN kernels (same outputs, about 10 % faster
         per frame). compile: track with a weight-sharing copy whose per-frame path is compiled by
         TorchInductor (`MixFormerV2.compile_search`; needs a C++ compiler on CPU, compiles for seconds in
-        the first `initialize`, then about 1.2× as fast as prepack, which it replaces). `model` itself
-        is not modified either way."""
+        the first `initialize`, then about 1.2× as fast as prepack, which it replaces). Either way the
+        copy is what changes; `model` itself is only moved to `device` and put in eval mode (call
+        `model.train()` again to go on training it)."""
         cfg = model.config
         self.template_size = cfg.template_size if template_size is None else template_size
         self.search_size = cfg.search_size if search_size is None else search_size

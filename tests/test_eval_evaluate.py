@@ -157,6 +157,9 @@ def test_cli_eval_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["eval", "no-such-model", "--data", "synthetic:1"])
     assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "constant", "--data", "synthetic:1", "--device", "tpu"])
+    assert exc.value.code == 2 and "--device 'tpu' is not a device" in capsys.readouterr().err
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     for out, message in ((blocker, "exists and is not a directory"), (blocker / "sub", "cannot create the directory")):

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -141,6 +142,20 @@ def test_bad_inputs_fail_before_training(tmp_path, capsys):
     (lone / "groundtruth.txt").write_text("10,10,20,20\n" * 3)
     assert _cli(ARGS + ["--out", out, "--data", f"got10k:{tmp_path / 'got'}"]) == 2
     assert "negative samples need a second sequence" in capsys.readouterr().err
+    assert _cli(ARGS + ["--out", out, "--device", "tpu"]) == 2
+    assert "--device 'tpu' is not a device" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert _cli(ARGS + ["--out", out, "--device", "cuda"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert _cli(ARGS + ["--out", str(blocker)]) == 2
+    assert "exists and is not a directory" in capsys.readouterr().err
+    broken = tmp_path / "broken-run"
+    broken.mkdir()
+    (broken / "run.json").write_text("{half")
+    assert _cli(ARGS + ["--out", str(broken), "--resume"]) == 2
+    assert "run.json: unreadable" in capsys.readouterr().err
     assert not os.path.exists(out)
 
 

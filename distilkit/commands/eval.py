@@ -113,6 +113,9 @@ def eval_command(
     from distilkit.data import load_datasets
     from distilkit.eval.evaluate import combine_results, evaluate, plot_success
 
+    from distilkit.recipes.distributed import check_device
+
+    check_device(device)
     compared = _compare_folders(list(compare or []))
     if out is not None:  # fail before tracking anything, not when saving at the end
         if out.exists() and not out.is_dir():

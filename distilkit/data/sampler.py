@@ -57,7 +57,8 @@ def check_negatives_possible(datasets: list) -> None:
     if sum(len(d) for d in datasets) >= 2:
         return
     if not any((~seq.visible).any() for d in datasets for seq in d):
-        raise DistilkitError("negative samples need a second sequence or frames where the target is invisible")
+        raise DistilkitError("negative samples need a second sequence or frames where the target is invisible; "
+                             "give more training sequences")
 
 
 class PairSampler(torch.utils.data.Dataset):

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from distilkit.errors import DistilkitError
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -58,11 +60,25 @@ class Dist:
         return {k: float(v) / self.world_size for k, v in zip(keys, t.tolist())}
 
 
+def check_device(device: str) -> None:
+    """A `--device` value must name cpu or an available cuda device: say so before any work."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise DistilkitError(f"--device {device!r} is not a device; use cpu or cuda") from None
+    if kind not in ("cpu", "cuda"):
+        raise DistilkitError(f"--device {device!r}: distilkit runs on cpu or cuda")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise DistilkitError(f"--device {device!r}: CUDA is not available on this machine")
+
+
 def setup(device: str | None = None) -> Dist:
     """Join the `torchrun` process group when WORLD_SIZE > 1; pick the device (cuda:LOCAL_RANK or cpu)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device not in (None, "auto"):
+        check_device(device)
     use_cuda = torch.cuda.is_available() if device in (None, "auto") else device.startswith("cuda")
     dev = f"cuda:{local}" if use_cuda else "cpu"
     if use_cuda:

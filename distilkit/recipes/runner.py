@@ -126,13 +126,23 @@ def prepare_out_dir(out: str, recipe: Recipe, identity: dict[str, Any], resume: 
     A non-empty directory that is not a distilkit run is never touched.
     """
     run_file = os.path.join(out, RUN_FILE)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise DistilkitError(f"--out {out} exists and is not a directory")
     if not os.path.isdir(out) or not os.listdir(out):
-        os.makedirs(out, exist_ok=True)
+        try:
+            os.makedirs(out, exist_ok=True)
+        except OSError as err:
+            raise DistilkitError(f"--out {out}: cannot create the directory ({err.strerror})") from None
         return False
     if not os.path.isfile(run_file):
         raise DistilkitError(f"output directory {out} exists, is not empty and holds no distilkit run ({RUN_FILE}); choose another --out")
-    with open(run_file, encoding="utf-8") as f:
-        previous = json.load(f)
+    try:
+        with open(run_file, encoding="utf-8") as f:
+            previous = json.load(f)
+        if not isinstance(previous, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as err:
+        raise DistilkitError(f"{run_file}: unreadable ({err}); use --force to start over or choose another --out") from None
     finished = os.path.isfile(os.path.join(out, REPORT_JSON))
     if force:
         stage_dirs = set(previous.get("stages", [])) | {s.name for s in recipe.stages} | {BASELINE_DIR}

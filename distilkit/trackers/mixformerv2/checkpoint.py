@@ -66,8 +66,9 @@ def map_official_key(key: str) -> str:
 
 
 def load_official_checkpoint(model: nn.Module, path: str | Path, strict: bool = False) -> LoadReport:
-    """Copy official weights into `model` (a MixFormerV2). Shape mismatch → DistilkitError naming the key;
-    with strict=True any missing or unexpected key is an error too."""
+    """Copy official weights into `model` (a MixFormerV2). Shape mismatch → DistilkitError naming the key,
+    and so is a file none of whose tensors matches (another model's weights); with strict=True any
+    missing or unexpected key is an error too."""
     path = Path(path)
     source = {map_official_key(k): v for k, v in _read_state_dict(path).items()}
     target = model.state_dict()

@@ -248,3 +248,22 @@ def test_copies_leave_the_template_cache_behind() -> None:
     with torch.no_grad():
         assert torch.allclose(twin.forward_search(search)["boxes"], model.forward_search(search)["boxes"], atol=1e-6)
     assert model.forward_search(search)["boxes"].requires_grad  # the original keeps its cache
+
+
+def test_several_template_caches_on_one_model() -> None:
+    model = build_model("mixformerv2-s-tiny", score_head=True).eval()
+    cfg = model.config
+    g = torch.Generator().manual_seed(0)
+    t1, t2 = (torch.randn(1, 3, cfg.template_size, cfg.template_size, generator=g) for _ in range(2))
+    search = torch.randn(1, 3, cfg.search_size, cfg.search_size, generator=g)
+    with torch.no_grad():
+        first = model.set_templates(t1, t1)
+        second = model.set_templates(t2, t2)  # now the default
+        for cache, t in ((first, t1), (second, t2)):
+            assert torch.allclose(model.forward_search(search, templates=cache)["boxes"], model(t, t, search)["boxes"], atol=1e-5)
+        assert torch.allclose(model.forward_search(search)["boxes"], model(t2, t2, search)["boxes"], atol=1e-5)
+        assert model.update_online_template(t2, templates=first) is first  # in place: holders see it
+        assert torch.allclose(model.forward_search(search, templates=first)["boxes"], model(t1, t2, search)["boxes"], atol=1e-5)
+        other = build_model("mixformerv2-s-tiny", score_head=True).eval()
+        with pytest.raises(DistilkitError, match="cached by another model instance"):
+            other.forward_search(search, templates=first)

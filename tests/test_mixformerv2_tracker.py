@@ -148,3 +148,22 @@ def test_tracker_input_errors() -> None:
         tracker.track(frame(10, 10)[..., 0])
     with pytest.raises(DistilkitError, match="numpy"):
         tracker.track(torch.zeros(H, W, 3, dtype=torch.uint8))
+
+
+def test_trackers_sharing_one_model_keep_their_own_templates() -> None:
+    """One tracker per target on one model (prepack=False, as on GPU): each runs on its own cache."""
+    torch.manual_seed(0)
+    model = build_model("mixformerv2-s-tiny", score_head=True).eval()
+    frames = [frame(40 + 4 * i, 30 + 2 * i, seed=i) for i in range(6)]
+    kwargs = dict(prepack=False, update_interval=2, score_threshold=-1.0)  # online updates every 2 frames
+    alone = MixFormerV2Tracker(model, **kwargs)
+    alone.initialize(frames[0], np.array([40, 30, SIDE, SIDE]))
+    expected = [alone.track(f) for f in frames[1:]]
+    a, b = MixFormerV2Tracker(model, **kwargs), MixFormerV2Tracker(model, **kwargs)
+    a.initialize(frames[0], np.array([40, 30, SIDE, SIDE]))
+    b.initialize(frames[0], np.array([150, 120, 2 * SIDE, SIDE]))  # another target, other templates
+    for f, (box, score) in zip(frames[1:], expected):
+        got_box, got_score = a.track(f)
+        b.track(f)
+        np.testing.assert_allclose(got_box, box, atol=1e-6)
+        assert abs(got_score - score) < 1e-6

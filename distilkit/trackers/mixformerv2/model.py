@@ -138,18 +138,25 @@ class MixFormerV2(nn.Module):
                 attn.recorded = None
         return out
 
-    def set_templates(self, template: torch.Tensor, online_template: torch.Tensor) -> None:
+    def set_templates(self, template: torch.Tensor, online_template: torch.Tensor) -> CachedTemplates:
         """Compute every layer's template keys/values once; `forward_search` then reuses them (and
-        recomputes them first if the weights changed since, e.g. by an optimizer step)."""
-        online = self._check_templates(template, online_template)
-        layers, outputs = self.backbone.encode_templates(template, online)
-        self._templates = CachedTemplates(template, online, layers, outputs, ModuleFingerprint(self))
+        recomputes them first if the weights changed since, e.g. by an optimizer step). Returns the
+        cache: several users of one model (one tracker per target) each keep theirs and pass it as
+        `forward_search(..., templates=cache)`, so that none of them runs on another's templates."""
+        self._templates = self._encode_templates(template, self._check_templates(template, online_template))
+        return self._templates
 
-    def update_online_template(self, online_template: torch.Tensor) -> None:
-        """Replace only the online template(s); the cache is recomputed (templates attend to each other)."""
-        if self._templates is None:
-            raise DistilkitError("update_online_template: call set_templates(template, online_template) first")
-        self.set_templates(self._templates.template, online_template)
+    def _encode_templates(self, template: torch.Tensor, online: torch.Tensor) -> CachedTemplates:
+        layers, outputs = self.backbone.encode_templates(template, online)
+        return CachedTemplates(template, online, layers, outputs, ModuleFingerprint(self))
+
+    def update_online_template(self, online_template: torch.Tensor,
+                               templates: CachedTemplates | None = None) -> CachedTemplates:
+        """Replace only the online template(s) of `templates` (default: the last cache set), in place;
+        its keys/values are recomputed (templates attend to each other)."""
+        cache = self._cache(templates, "update_online_template")
+        self._refresh(cache, cache.template, self._check_templates(cache.template, online_template))
+        return cache
 
     def clear_templates(self) -> None:
         """Drop the template cache."""
@@ -159,16 +166,31 @@ class MixFormerV2(nn.Module):
     def has_templates(self) -> bool:
         return self._templates is not None
 
-    def forward_search(self, search: torch.Tensor, return_features: bool = False, skip_unused: bool = True) -> dict[str, Any]:
-        """Per-frame forward with the cached templates; same outputs as `forward`, template work skipped.
-        A cache of batch 1 is shared by every search image of the batch. skip_unused (T4 heads, no
-        features): the last block updates only the prediction tokens, the only ones the heads read."""
-        if self._templates is None:
-            raise DistilkitError("forward_search: no templates cached, call set_templates(template, online_template)")
+    def _cache(self, templates: CachedTemplates | None, caller: str) -> CachedTemplates:
+        cache = self._templates if templates is None else templates
+        if cache is None:
+            raise DistilkitError(f"{caller}: no templates cached, call set_templates(template, online_template)")
+        if cache.weights.module is not self:
+            raise DistilkitError(f"{caller}: these templates were cached by another model instance")
+        return cache
+
+    def _refresh(self, cache: CachedTemplates, template: torch.Tensor, online: torch.Tensor) -> None:
+        """Recompute `cache` in place, so every holder of it sees the new keys/values."""
+        fresh = self._encode_templates(template, online)
+        cache.template, cache.online, cache.layers, cache.outputs, cache.weights = (
+            fresh.template, fresh.online, fresh.layers, fresh.outputs, fresh.weights)
+
+    def forward_search(self, search: torch.Tensor, return_features: bool = False, skip_unused: bool = True,
+                       templates: CachedTemplates | None = None) -> dict[str, Any]:
+        """Per-frame forward with cached templates (`templates`, a cache `set_templates` returned; default
+        the last one set); same outputs as `forward`, template work skipped. A cache of batch 1 is
+        shared by every search image of the batch. skip_unused (T4 heads, no features): the last block
+        updates only the prediction tokens, the only ones the heads read."""
+        cache = self._cache(templates, "forward_search")
         _check_image(search, self._base_config.search_size, "search")
-        if self._templates.weights.changed():
-            self.set_templates(self._templates.template, self._templates.online)
-        caches, t_outs = self._templates.layers, self._templates.outputs
+        if cache.weights.changed():
+            self._refresh(cache, cache.template, cache.online)
+        caches, t_outs = cache.layers, cache.outputs
         tb = caches[0].k.shape[0]
         if tb not in (1, search.shape[0]):
             raise DistilkitError(f"search batch {search.shape[0]} does not match cached template batch {tb}")

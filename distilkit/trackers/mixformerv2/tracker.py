@@ -17,7 +17,7 @@ from distilkit.data.crop import CropWindow, check_rgb_image, clip_box, crop_arou
 from distilkit.data.sampler import IMAGENET_MEAN, IMAGENET_STD
 from distilkit.errors import DistilkitError
 from distilkit.prepack import prepack_available, prepacked_view, shared_view
-from distilkit.trackers.mixformerv2.model import MixFormerV2
+from distilkit.trackers.mixformerv2.model import CachedTemplates, MixFormerV2
 
 
 class MixFormerV2Tracker:
@@ -68,6 +68,7 @@ class MixFormerV2Tracker:
         self._mean = torch.tensor(IMAGENET_MEAN.tolist(), device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD.tolist(), device=self.device).view(1, 3, 1, 1)
         self.state: np.ndarray | None = None
+        self.templates: CachedTemplates | None = None
 
     def _to_tensor(self, patch: np.ndarray) -> torch.Tensor:
         """uint8 H×W×3 crop → normalised, contiguous (1, 3, H, W) float tensor (a permuted view would
@@ -93,9 +94,10 @@ class MixFormerV2Tracker:
         self.template = self._template(image, box)
         n = self.model.config.num_online_templates
         self.online = self.template.unsqueeze(1).repeat(1, n, 1, 1, 1)
-        self.model.set_templates(self.template, self.online)
+        self.templates = self.model.set_templates(self.template, self.online)  # this tracker's own cache
         if self.model.search_compiled:  # compile (first time) or warm up now, not inside the first track()
-            self.model.forward_search(torch.zeros(1, 3, self.search_size, self.search_size, device=self.device))
+            self.model.forward_search(torch.zeros(1, 3, self.search_size, self.search_size, device=self.device),
+                                      templates=self.templates)
         self.state = box
         self.frame_id = 0
         self.best_score = -math.inf
@@ -109,7 +111,7 @@ class MixFormerV2Tracker:
             raise DistilkitError("track() called before initialize(image, box_xywh)")
         self.frame_id += 1
         patch, window = crop_around(image, self.state, self.search_factor, self.search_size)
-        out = self.model.forward_search(self._to_tensor(patch))
+        out = self.model.forward_search(self._to_tensor(patch), templates=self.templates)
         box = self._box_to_image(out["boxes"][0].cpu().numpy(), window, image.shape[:2])
         self.state = box
         score = torch.sigmoid(out["score"][0]).item() if "score" in out else float("nan")
@@ -127,6 +129,6 @@ class MixFormerV2Tracker:
         if self.frame_id % self.update_interval == 0:
             self.online[:, self.forget_id] = self.candidate[0]
             self.forget_id = (self.forget_id + 1) % self.online.shape[1]
-            self.model.update_online_template(self.online)
+            self.model.update_online_template(self.online, templates=self.templates)
             self.best_score = -math.inf
             self.candidate = self.template

@@ -38,6 +38,26 @@ def test_json_parses_and_matches_table():
     assert "FLOPs = 2 x MACs" in table.output
 
 
+def test_cached_counts_the_per_frame_path():
+    """--cached: templates once, then search + prediction tokens only, last block for the 4 tokens only."""
+    from distilkit.trackers.mixformerv2 import build_model
+
+    cfg = build_model("mixformerv2-s-tiny").config
+    d, p, h = cfg.embed_dim, cfg.num_pred_tokens, cfg.block_mlp_hidden
+    s, nt = cfg.search_feat_size ** 2, cfg.template_tokens * (1 + cfg.num_online_templates)
+    keys = nt + s + p
+    expected = s * 3 * cfg.patch_size ** 2 * d  # patch embedding of the search image
+    for i, hidden in enumerate(h):
+        queries = p if i == len(h) - 1 else s + p
+        expected += (s + p) * 3 * d * d + 2 * queries * keys * d + queries * (d * d + 2 * d * hidden)
+    hid = cfg.head_hidden or d
+    expected += 4 * (d * hid + hid * cfg.bins) + 4 * (d * d + d)  # T4 head and score head on the 4 tokens
+    data = json.loads(invoke("mixformerv2-s-tiny", "--cached", "--json").output)
+    assert data["macs"] == expected
+    full = json.loads(invoke("mixformerv2-s-tiny", "--json").output)["macs"]
+    assert data["macs"] < full and data["modules"]["model.backbone.blocks"]["macs"] > 0
+
+
 def test_compare_fvcore_and_latency():
     result = invoke("mixformerv2-s-tiny", "--compare", "fvcore", "--latency", "--iters", "2", "--threads", "1")
     assert result.exit_code == 0, result.output
@@ -90,6 +110,8 @@ def test_timm_model_and_input_size():
         (("mixformerv2-s-tiny", "--compare", "ptflops"), "valid: fvcore"),
         (("timm:vit_tiny_patch16_224", "--heads"), "--heads applies to MixFormerV2 models"),
         (("./no/such/dir",), "does not exist"),
+        (("timm:vit_tiny_patch16_224", "--cached"), "--cached applies to MixFormerV2 models"),
+        (("mixformerv2-s-tiny", "--cached", "--strict"), "--cached cannot be combined with --strict"),
     ],
 )
 def test_bad_input_exits_2(capsys, args, message):

@@ -166,3 +166,23 @@ def test_fvcore_reference_is_keyed_like_ours(vit_tiny):
     attention = 2 * 197 * 197 * 192  # QK^T + AV of one block: fvcore skips scaled_dot_product_attention
     assert theirs["blocks.0.attn"] == ours.modules["blocks.0.attn"].macs - attention
     assert theirs[""] < ours.macs
+
+
+def test_containers_never_called_get_their_childrens_sum():
+    """A ModuleList is iterated, never called: FlopCounterMode sees only its children."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = nn.ModuleList(nn.Linear(8, 8) for _ in range(3))
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for blk in self.blocks:
+                x = blk(x)
+            return self.head(x)
+
+    prof = profile(Net(), torch.randn(5, 8))
+    assert prof.modules["blocks.0"].macs == 5 * 8 * 8
+    assert prof.modules["blocks"].macs == 3 * 5 * 8 * 8
+    assert prof.macs == prof.modules[""].macs == 3 * 5 * 8 * 8 + 5 * 8 * 2

@@ -72,6 +72,7 @@ def flops(
     input_size: Optional[int] = typer.Option(None, "--input-size", min=1, help="Image side for image models (timm:, saved)."),
     template_size: Optional[int] = typer.Option(None, "--template-size", min=1, help="Template side in px for trackers."),
     search_size: Optional[int] = typer.Option(None, "--search-size", min=1, help="Search side in px for trackers."),
+    cached: bool = typer.Option(False, "--cached", help="MixFormerV2: count the per-frame path a tracker runs (templates cached once, forward_search) instead of the full forward."),
 ) -> None:
     """Count params and exact MACs (linear, conv, matmul, attention incl. SDPA) of MODEL; FLOPs = 2 x MACs."""
     if compare is not None and compare not in COMPARE_WITH:
@@ -80,6 +81,15 @@ def flops(
     from distilkit.profile import latency, profile
 
     net, inputs = resolve_model(model, input_size=input_size, template_size=template_size, search_size=search_size)
+    if cached:
+        if not _is_mixformerv2(net):
+            raise DistilkitError(f"--cached applies to MixFormerV2 models, not {model!r}")
+        clash = [flag for flag, on in (("--strict", strict), ("--compare", compare is not None), ("--heads", heads)) if on]
+        if clash:  # their references (closed forms, fvcore, head figures) are for the full forward
+            raise DistilkitError(f"--cached cannot be combined with {', '.join(clash)}")
+        from distilkit.trackers.mixformerv2 import CachedSearchStep
+
+        net, inputs = CachedSearchStep(net, inputs["template"], inputs["online_template"]), {"search": inputs["search"]}
     report = None
     if heads:
         if not _is_mixformerv2(net):

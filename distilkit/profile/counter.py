@@ -50,6 +50,22 @@ def param_counts(model: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
 
 
+def _fill_uncalled(model: nn.Module, modules: dict[str, ModuleCost], called: set[str]) -> None:
+    """A module never called itself (a ModuleList; a model driven through another method, such as
+    MixFormerV2.forward_search) was seen through its children only: give it their sum, deepest first."""
+    named = dict(model.named_modules())
+    for name in sorted(modules, key=lambda n: -n.count(".") if n else 1):
+        if name in called:
+            continue
+        children = [f"{name}.{c}" if name else c for c, _ in named[name].named_children()]
+        costs = [modules[c] for c in children if c in modules]
+        other: defaultdict[str, int] = defaultdict(int)
+        for cost in costs:
+            for k, v in cost.other_ops.items():
+                other[k] += v
+        modules[name].macs, modules[name].other_ops = sum(c.macs for c in costs), dict(other)
+
+
 def profile(model: nn.Module, inputs: Inputs) -> Profile:
     """Count params, MACs (linear, conv, matmul, attention) and other ops of one forward of `model`."""
     import torch
@@ -74,6 +90,7 @@ def profile(model: nn.Module, inputs: Inputs) -> Profile:
     for name, module in model.named_modules():
         macs, other = _split(by_name.get(name, {}))
         modules[name] = ModuleCost(name, type(module).__name__, param_counts(module)[0], macs, other)
+    _fill_uncalled(model, modules, set(by_name))
 
     total_macs, total_other = _split(counter.get_flop_counts().get("Global", {}))
     total, trainable = param_counts(model)

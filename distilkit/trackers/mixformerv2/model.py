@@ -240,6 +240,21 @@ class MixFormerV2(nn.Module):
         return {"factory": FACTORY, "config": self.live_config().to_dict()}
 
 
+class CachedSearchStep(nn.Module):
+    """The per-frame computation of a tracker as a module: `model`'s templates are set once, and
+    forward(search) is `model.forward_search(search)`; for profilers and timers that take (module, inputs)."""
+
+    def __init__(self, model: MixFormerV2, template: torch.Tensor, online_template: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.eval()  # before caching: a later train/eval switch would recompute the templates per frame
+        with torch.no_grad():
+            self.templates = model.set_templates(template, online_template)
+
+    def forward(self, search: torch.Tensor) -> dict[str, Any]:
+        return self.model.forward_search(search, templates=self.templates)
+
+
 def _search_step(model: MixFormerV2, search: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor],
                  tail: int | None) -> dict[str, torch.Tensor]:
     """The per-frame cached path as a function of explicit template tensors (what gets compiled), so

@@ -59,10 +59,9 @@ def _fill_uncalled(model: nn.Module, modules: dict[str, ModuleCost], called: set
             continue
         children = [f"{name}.{c}" if name else c for c, _ in named[name].named_children()]
         costs = [modules[c] for c in children if c in modules]
-        other: defaultdict[str, int] = defaultdict(int)
+        other: Counter[str] = Counter()
         for cost in costs:
-            for k, v in cost.other_ops.items():
-                other[k] += v
+            other.update(cost.other_ops)  # update, unlike +, keeps zero counts
         modules[name].macs, modules[name].other_ops = sum(c.macs for c in costs), dict(other)
 
 

@@ -289,6 +289,19 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
         raise
 
 
+def make_output_dir(path: str | os.PathLike[str], what: str | None = None) -> Path:
+    """Create directory `path` (and its parents) if needed; a file in the way or a path that cannot be
+    created is a one-line DistilkitError naming `what` (default: the path)."""
+    out, what = Path(path), what or str(path)
+    if out.exists() and not out.is_dir():
+        raise DistilkitError(f"{what} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DistilkitError(f"{what}: cannot create the directory ({err.strerror})") from None
+    return out
+
+
 def save(model: nn.Module, path: str | os.PathLike[str], *, arch: dict[str, Any] | None = None) -> Path:
     """Write `path/model.safetensors` and `path/arch.json` (atomically); returns the directory.
 
@@ -298,10 +311,7 @@ def save(model: nn.Module, path: str | os.PathLike[str], *, arch: dict[str, Any]
 
     spec = describe(model, arch)
     net = unwrap(model)
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise DistilkitError(f"{out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_output_dir(path)
     _atomic_write(out / WEIGHTS, lambda tmp: save_model(net, tmp, metadata={"format": FORMAT}))
     text = json.dumps(spec, indent=2) + "\n"
     _atomic_write(out / ARCH, lambda tmp: Path(tmp).write_text(text))

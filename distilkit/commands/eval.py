@@ -118,12 +118,9 @@ def eval_command(
     check_device(device)
     compared = _compare_folders(list(compare or []))
     if out is not None:  # fail before tracking anything, not when saving at the end
-        if out.exists() and not out.is_dir():
-            raise DistilkitError(f"--out {out} exists and is not a directory")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise DistilkitError(f"--out {out}: cannot create the directory ({err.strerror})") from None
+        from distilkit.io import make_output_dir
+
+        make_output_dir(out, f"--out {out}")
     datasets = [_FirstN(d, sequences) for d in load_datasets(data, split="test")]
     specs = [model, *[b for b in (baseline or []) if b.lower() != model.lower()]]
     labels = [name or Path(model).name or model, *specs[1:]]

@@ -126,13 +126,7 @@ def prepare_out_dir(out: str, recipe: Recipe, identity: dict[str, Any], resume: 
     A non-empty directory that is not a distilkit run is never touched.
     """
     run_file = os.path.join(out, RUN_FILE)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise DistilkitError(f"--out {out} exists and is not a directory")
-    if not os.path.isdir(out) or not os.listdir(out):
-        try:
-            os.makedirs(out, exist_ok=True)
-        except OSError as err:
-            raise DistilkitError(f"--out {out}: cannot create the directory ({err.strerror})") from None
+    if not os.listdir(dio.make_output_dir(out, f"--out {out}")):
         return False
     if not os.path.isfile(run_file):
         raise DistilkitError(f"output directory {out} exists, is not empty and holds no distilkit run ({RUN_FILE}); choose another --out")

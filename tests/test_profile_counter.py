@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import timm
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distilkit.errors import DistilkitError
-from distilkit.profile import Profile, attention_pairs, profile
+from distilkit.profile import Profile, UncountedOpsWarning, attention_pairs, profile
 from distilkit.profile.analytic import layer_macs
 from distilkit.profile.reference import fvcore_macs
 
@@ -127,6 +128,31 @@ def test_other_ops_are_not_macs():
     prof = profile(model, torch.randn(1, 4, 3, 3))
     assert prof.macs == 0
     assert prof.other_ops == {"batch_norm": 36, "relu": 36, "interpolate": 144, "group_norm": 144, "softmax": 144}
+
+
+def test_torch_transformer_layers_counted_exactly_despite_their_fused_fast_path():
+    """In eval mode nn.MultiheadAttention / nn.TransformerEncoderLayer run one fused op the counter cannot see."""
+    d, ff, n, b = 16, 24, 5, 2
+    layer = nn.TransformerEncoderLayer(d, nhead=4, dim_feedforward=ff, batch_first=True)
+    attn = nn.MultiheadAttention(d, 4, batch_first=True)
+    x = torch.randn(b, n, d)
+    attention = b * (4 * n * d * d + 2 * n * n * d)  # in/out projections, QK^T and AV
+    assert torch.backends.mha.get_fastpath_enabled()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UncountedOpsWarning)
+        assert profile(attn, (x, x, x)).macs == attention
+        assert profile(layer, x).macs == attention + b * n * 2 * d * ff
+    assert torch.backends.mha.get_fastpath_enabled()  # restored
+
+
+def test_uncounted_ops_are_reported_and_warned():
+    class Fft(nn.Module):
+        def forward(self, x):
+            return torch.fft.rfft(x).abs()
+
+    with pytest.warns(UncountedOpsWarning, match="_fft_r2c"):
+        prof = profile(Fft(), torch.randn(8))
+    assert "_fft_r2c" in prof.uncounted_ops
 
 
 def test_inputs_forms_mode_restore_and_params():

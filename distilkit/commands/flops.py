@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any, Optional
 
 import typer
@@ -78,7 +79,7 @@ def flops(
     if compare is not None and compare not in COMPARE_WITH:
         raise DistilkitError(f"unknown --compare {compare!r}; valid: {', '.join(COMPARE_WITH)}")
     from distilkit.commands.models import resolve_model
-    from distilkit.profile import latency, profile
+    from distilkit.profile import UncountedOpsWarning, latency, profile
 
     net, inputs = resolve_model(model, input_size=input_size, template_size=template_size, search_size=search_size)
     if cached:
@@ -98,7 +99,9 @@ def flops(
 
         cfg = net.config
         report = head_report(cfg.embed_dim, cfg.search_feat_size, cfg.corner_channel, with_fvcore=compare == "fvcore")
-    prof = profile(net, inputs)
+    with warnings.catch_warnings():  # reported below (table) or in the JSON, not twice
+        warnings.simplefilter("ignore", UncountedOpsWarning)
+        prof = profile(net, inputs)
     reference = None
     if compare == "fvcore":
         from distilkit.profile.reference import fvcore_macs

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from distilkit.profile.analytic import layer_macs
-from distilkit.profile.counter import param_counts, profile
+from distilkit.profile.counter import UncountedOpsWarning, param_counts, profile
 from distilkit.profile.ops import attention_pairs
 from distilkit.profile.reference import fvcore_macs
 from distilkit.profile.result import ModuleCost, Profile
 from distilkit.profile.timing import Timing, latency
 
 __all__ = [
-    "ModuleCost", "Profile", "Timing", "attention_pairs", "fvcore_macs", "latency", "layer_macs", "param_counts", "profile",
+    "ModuleCost", "Profile", "Timing", "UncountedOpsWarning", "attention_pairs", "fvcore_macs", "latency", "layer_macs", "param_counts", "profile",
 ]

@@ -2,12 +2,18 @@
 
 torch's counter supplies the dispatch-level interception and per-module attribution; `ops.py`
 supplies the handles (mask-aware attention, vector products, other-op element counts). The
-forward runs once in eval mode under `torch.inference_mode()`; the model's mode is restored.
+forward runs once in eval mode under `torch.inference_mode()`, with PyTorch's fused fast path of
+`nn.MultiheadAttention` / `nn.TransformerEncoderLayer` switched off (its single fused op hides the
+projections and attention from the counter); the model's mode and the fast-path flag are restored.
+Ops that carry no handle are reported in `Profile.uncounted_ops` and with an `UncountedOpsWarning`.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from torch import nn
@@ -17,6 +23,24 @@ from distilkit.inputs import Inputs, call_model
 from distilkit.profile.inputs import describe_inputs
 from distilkit.profile.ops import DATA_OPS, MAC_OPS, OTHER_OP_NAME, handles
 from distilkit.profile.result import ModuleCost, Profile
+
+
+class UncountedOpsWarning(UserWarning):
+    """`profile()` met ops it has no cost handle for: their MACs, if any, are missing from the totals."""
+
+
+@contextmanager
+def _mha_fastpath_off() -> Iterator[None]:
+    """Run `nn.MultiheadAttention` and `nn.TransformerEncoderLayer` through their unfused ops (same outputs)."""
+    import torch
+
+    mha = torch.backends.mha
+    enabled = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(enabled)
 
 
 class _OpCounter(FlopCounterMode):
@@ -74,10 +98,14 @@ def profile(model: nn.Module, inputs: Inputs) -> Profile:
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), counter:
+        with torch.inference_mode(), _mha_fastpath_off(), counter:
             call_model(model, inputs)
     finally:
         model.train(was_training)
+    if counter.uncounted:
+        ops = ", ".join(f"{name} x{n}" for name, n in counter.uncounted.items())
+        warnings.warn(f"profile({root}): no cost handle for {ops}; whatever MACs they do are not in the totals",
+                      UncountedOpsWarning, stacklevel=2)
 
     by_name: dict[str, dict[Any, int]] = {}
     for tracked, counts in counter.get_flop_counts().items():

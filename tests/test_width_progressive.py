@@ -55,6 +55,20 @@ def test_gates_at_zero_equal_the_sliced_model(x):
         assert (model(x) - gated).abs().max() <= 1e-5
 
 
+def test_mlp_norm_over_hidden_channels_is_refused_untouched():
+    """timm's scale_mlp_norm puts a LayerNorm between fc1 and fc2: gating cannot equal slicing there."""
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=32,
+                              depth=2, num_heads=2, scale_mlp_norm=True).eval()
+    weights = {n: p.clone() for n, p in model.state_dict().items()}
+    with pytest.raises(DistilkitError, match="blocks.0.mlp: a layer between fc1 and fc2 mixes hidden channels"):
+        ProgressiveWidthPruner(model, 1.0)
+    assert all(torch.equal(weights[n], p) for n, p in model.state_dict().items())
+    assert all(not b.mlp.fc2._forward_pre_hooks for b in model.blocks)
+    reduce_mlp_ratio(model, 1.0)  # one-shot slicing (norm included) stays available
+    assert model.blocks[0].mlp.norm.weight.shape == (32,)
+
+
 def test_gate_scales_only_the_dropped_channels(x):
     model = tiny_vit(depth=1)
     pruner = ProgressiveWidthPruner(model, 2.0, schedule=LinearSchedule(m=4))

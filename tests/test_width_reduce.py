@@ -212,6 +212,46 @@ def test_whole_model_trace_refuses_cuts_reaching_outside_the_mlp():
     assert model.blocks[0].mlp.fc1.out_features == 32
 
 
+class _SideMlp(torch.nn.Module):
+    """An MLP that also feeds its hidden activations to a layer of its own (`side`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.act, self.fc2, self.side = torch.nn.Linear(8, 32), torch.nn.GELU(), torch.nn.Linear(32, 8), torch.nn.Linear(32, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.fc1(x))
+        return self.fc2(h) + self.side(h)
+
+
+class _MlpBlock(torch.nn.Module):
+    def __init__(self, mlp: torch.nn.Module) -> None:
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp(x)
+
+
+def test_cut_reaching_another_layer_inside_the_mlp_is_refused_before_any_slicing():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Module())
+    model.blocks = torch.nn.Sequential(_MlpBlock(_LeakyMlp()), _MlpBlock(_SideMlp()))
+    before = shapes(model)
+    with pytest.raises(DistilkitError, match="would also change side"):
+        reduce_mlp_ratio(model, 1.0)
+    assert shapes(model) == before  # block 0, which alone would be fine, is untouched too
+
+
+def test_blocks_sharing_one_mlp_are_refused_untouched():
+    shared = _LeakyMlp()
+    model = torch.nn.Module()
+    model.blocks = torch.nn.ModuleList([_MlpBlock(shared), _MlpBlock(shared)])
+    with pytest.raises(DistilkitError, match="blocks.0.mlp and blocks.1.mlp share modules"):
+        reduce_mlp_ratio(model, 1.0)
+    assert shared.fc1.out_features == 32 and shared.fc1.weight.shape == (32, 8)
+
+
 def test_frozen_model_in_no_grad_context_is_traced_and_stays_frozen():
     model = tiny_vit(depth=2).requires_grad_(False)
     with torch.no_grad():

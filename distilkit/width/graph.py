@@ -1,8 +1,9 @@
 """torch-pruning dependency groups for MLP hidden channels, and the slicing that removes them.
 
 Only `fc1` output channels are pruned; torch-pruning's dependency graph carries the cut through the
-activation to `fc2`'s inputs. A group that would reach anything outside the block's MLP (attention,
-embeddings, ...) is refused, and the result is re-checked from parameter shapes alone.
+activation to `fc2`'s inputs. A group that would reach any other layer (attention, embeddings, a side
+branch inside the MLP, ...) is refused before anything is sliced, and the result is re-checked from
+parameter shapes alone.
 """
 
 from __future__ import annotations
@@ -72,19 +73,27 @@ def build_graphs(model: nn.Module, sites: Sequence[MlpSite], example_inputs: Any
 
 
 def hidden_group(graph: tp.DependencyGraph, site: MlpSite, idxs: Sequence[int]) -> Any:
-    """The dependency group removing hidden channels `idxs` of `site`, refused if it leaves the MLP."""
+    """The dependency group removing hidden channels `idxs` of `site`, refused if it changes any layer
+    but fc1's outputs, fc2's inputs and per-channel (1-D, hidden-sized) parameters such as a hidden norm."""
     group = graph.get_pruning_group(site.fc1, tp.prune_linear_out_channels, list(idxs))
-    inside = set(site.mlp.modules())
     for dep, _ in group:
         target = dep.target.module
-        if isinstance(target, nn.Parameter) or (
-            isinstance(target, nn.Module) and target not in inside and any(True for _ in target.parameters(recurse=False))
-        ):
+        if not _may_change(site, target):
             name = graph._module2name.get(target, type(target).__name__)
             raise DistilkitError(
                 f"pruning {site.name}.fc1 outputs would also change {name}; only MLP hidden channels may be pruned"
             )
     return group
+
+
+def _may_change(site: MlpSite, target: Any) -> bool:
+    if target is site.fc1 or target is site.fc2:
+        return True
+    if isinstance(target, nn.Parameter) or not isinstance(target, nn.Module):
+        return False
+    own = list(target.parameters(recurse=False))
+    inside = any(target is m for m in site.mlp.modules())
+    return not own or (inside and all(p.dim() == 1 and p.shape[0] == site.hidden for p in own))
 
 
 def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -120,8 +129,9 @@ def slice_hidden(
     todo = [(site, sorted(set(int(c) for c in drop))) for site, drop in zip(sites, drops) if len(drop)]
     if todo:
         graphs = build_graphs(model, [s for s, _ in todo], example_inputs)
-        for graph, (site, drop) in zip(graphs, todo):
-            hidden_group(graph, site, drop).prune()
+        groups = [hidden_group(graph, site, drop) for graph, (site, drop) in zip(graphs, todo)]  # all checked first
+        for group in groups:
+            group.prune()
     for name, p in model.named_parameters():  # pruning makes new Parameters: keep frozen ones frozen
         p.requires_grad_(trainable.get(name, True))
     verify_widths(model, sites, new, expected=_expected_shapes(before, sites, old, new))

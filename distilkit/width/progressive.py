@@ -9,7 +9,7 @@ DDP parameter set stay as they are, and every rank computes the same γ from the
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -17,8 +17,10 @@ from torch import nn
 from distilkit.blocks import unwrap
 from distilkit.errors import DistilkitError
 from distilkit.schedule import CosineSchedule, ScheduledGamma
+from distilkit.width.graph import eval_mode
 from distilkit.width.importance import ImportanceSpec, LossFn
 from distilkit.width.reduce import WidthPlan, WidthReport, apply_plan, importance_name, plan_width
+from distilkit.width.sites import MlpSite
 
 
 class _Gate:
@@ -84,6 +86,8 @@ class ProgressiveWidthPruner(ScheduledGamma):
             batches=batches, loss_fn=loss_fn, example_inputs=example_inputs, round_to=round_to,
         )
         self._plan = _agree_across_ranks(plan)
+        for site, drop in zip(self._plan.sites, self._plan.drops):
+            _check_channels_independent(site, drop)
         self._gates = [_Gate(self, s.hidden, d) for s, d in zip(self._plan.sites, self._plan.drops)]
         self._handles = [s.fc2.register_forward_pre_hook(g) for s, g in zip(self._plan.sites, self._gates)]
 
@@ -134,6 +138,38 @@ class ProgressiveWidthPruner(ScheduledGamma):
     def __repr__(self) -> str:
         sizes = ", ".join(f"{s.hidden}->{t}" for s, t in zip(self._plan.sites, self._plan.targets))
         return f"ProgressiveWidthPruner(hidden=[{sizes}], progress={self.progress:g}, gamma={self._gamma:.4f})"
+
+
+def _check_channels_independent(site: MlpSite, drop: Sequence[int]) -> None:
+    """Fading channels out at fc2's input equals removing them only if nothing between fc1 and fc2 mixes
+    hidden channels (a LayerNorm over them does): perturb the channels to go and watch the others."""
+    if not drop:
+        return
+    seen: list[torch.Tensor] = []
+    hook = site.fc2.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    weight = site.fc1.weight
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, site.embed_dim, generator=gen).to(device=weight.device, dtype=weight.dtype)
+    rows = torch.tensor(list(drop), device=weight.device)
+    saved = weight[rows].clone()
+    try:
+        with torch.no_grad(), eval_mode(site.mlp):
+            site.mlp(x)
+            weight[rows] = torch.randn(saved.shape, generator=gen).to(saved) * (saved.abs().max() + 1)
+            site.mlp(x)
+    except Exception:  # an MLP that cannot run alone on tokens (e.g. needs a spatial shape): not checked
+        return
+    finally:
+        with torch.no_grad():
+            weight[rows] = saved
+        hook.remove()
+    keep = torch.ones(site.hidden, dtype=torch.bool, device=weight.device)
+    keep[rows] = False
+    if len(seen) == 2 and not torch.allclose(seen[0][..., keep], seen[1][..., keep], rtol=1e-4, atol=1e-6):
+        raise DistilkitError(
+            f"{site.name}: a layer between fc1 and fc2 mixes hidden channels (e.g. a LayerNorm over them), so fading "
+            "channels out cannot equal removing them; use reduce_mlp_ratio (one-shot) for this model"
+        )
 
 
 def _checked_drops(plan: WidthPlan, saved: Any) -> tuple[tuple[int, ...], ...]:

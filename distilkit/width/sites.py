@@ -40,7 +40,7 @@ def find_mlp_sites(model: nn.Module, blocks: str = "blocks", block_indices: Opti
         if not indices:
             raise DistilkitError("block_indices is empty: choose at least one block")
     keys = list(block_list._modules)
-    sites = []
+    sites: list[MlpSite] = []
     for i in indices:
         name = f"{blocks}.{keys[i]}.mlp"
         mlp = block_list[i]._modules.get("mlp")
@@ -53,6 +53,9 @@ def find_mlp_sites(model: nn.Module, blocks: str = "blocks", block_indices: Opti
                 f"{name}: fc1 has {fc1.out_features} outputs but fc2 {fc2.in_features} inputs "
                 "(gated/GLU MLPs are not supported)"
             )
+        shared = next((s for s in sites if any(a is b for a in (s.mlp, s.fc1, s.fc2) for b in (mlp, fc1, fc2))), None)
+        if shared is not None:  # slicing one would slice the other, and per-block widths could not differ
+            raise DistilkitError(f"{shared.name} and {name} share modules; width pruning needs one MLP per block")
         sites.append(MlpSite(index=i, name=name, mlp=mlp, fc1=fc1, fc2=fc2))
     return sites
 

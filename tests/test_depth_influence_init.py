@@ -1,4 +1,4 @@
-"""block_influence on calibration data, and the first-k / skip-k student initialisations."""
+"""block_influence on calibration data (and which input is a block's stream), first-k / skip-k student initialisations."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import timm
 import torch
 from torch import nn
 
-from distilkit.depth import block_influence, init_student_from_layers, select_layers, shallow_copy
+from distilkit.depth import ProgressiveDepthPruner, block_influence, init_student_from_layers, select_layers, shallow_copy
+from distilkit.schedule import LinearSchedule
 from distilkit.errors import DistilkitError
 
 
@@ -50,6 +51,44 @@ def test_influence_is_one_minus_cosine_averaged_over_tokens_and_batches() -> Non
     assert select_layers(3, 2, "influence", scores=scores) == [1]
     with pytest.raises(DistilkitError, match="empty"):
         block_influence(net, [], blocks="layers")
+
+
+class KeywordBlock(nn.Module):
+    """Called with keywords only, the mask first: the residual stream is still `x`."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return x * 2 + mask
+
+
+class KeywordNet(nn.Module):
+    def __init__(self, depth: int = 3, run: int | None = None) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(KeywordBlock() for _ in range(depth))
+        self.run = depth if run is None else run
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = torch.zeros_like(x)
+        mask[..., 0] = 1.0
+        for layer in self.layers[: self.run]:
+            x = layer(mask=mask, x=x)
+        return x
+
+
+def test_keyword_called_blocks_use_their_first_parameter_and_idle_blocks_are_named() -> None:
+    x = torch.tensor([[[0.0, 1.0]]])
+    scores = block_influence(KeywordNet(), [x], blocks="layers")
+    # block 0: x = (0, 1) -> 2x + mask = (1, 2), cos = 2/sqrt(5); taking the mask as x would give cos(mask, out) = 1/sqrt(5)
+    assert scores[0] == pytest.approx(1 - 2 / 5**0.5)
+    with pytest.raises(DistilkitError, match="block 2 of 'layers' never ran"):
+        block_influence(KeywordNet(run=2), [x], blocks="layers")
+
+
+def test_pmdp_block_mode_called_with_keywords_fades_to_the_stream() -> None:
+    model, x = KeywordNet(), torch.randn(1, 4, 2)
+    pruner = ProgressiveDepthPruner(model, [0], blocks="layers", mode="block", schedule=LinearSchedule(m=1))
+    pruner.set_progress(1.0)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), KeywordNet(depth=2)(x))
 
 
 def test_influence_on_timm_vit_runs_hooks_and_cleans_up() -> None:

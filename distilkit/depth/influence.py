@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,11 +23,20 @@ def first_tensor(value: Any) -> torch.Tensor | None:
     return None
 
 
-def block_input(args: tuple, kwargs: dict) -> torch.Tensor | None:
-    """A block's residual stream x: its first positional input, else its first tensor kwarg."""
+def block_input(module: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """A block's residual stream x: its first positional input, or, when called with keywords only,
+    the keyword naming `forward`'s first parameter (`b(mask=m, x=x)` gives x, not mask)."""
     if args:
         return first_tensor(args[0])
-    return next((v for v in kwargs.values() if isinstance(v, torch.Tensor)), None)
+    value = kwargs.get(_first_parameter(type(module)))
+    return value if isinstance(value, torch.Tensor) else None
+
+
+@functools.cache
+def _first_parameter(cls: type) -> str | None:
+    params = [p for p in inspect.signature(cls.forward).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return params[1].name if len(params) > 1 else None  # params[0] is self
 
 
 def _to(value: Any, device: torch.device) -> Any:
@@ -64,7 +75,7 @@ def block_influence(
 
     def make_hook(index: int):
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-            x_in, x_out = block_input(args, kwargs), first_tensor(output)
+            x_in, x_out = block_input(module, args, kwargs), first_tensor(output)
             if x_in is None or x_out is None or x_in.shape != x_out.shape:
                 raise DistilkitError(
                     f"block_influence: block {index} ({type(module).__name__}) must map a tensor x to a "
@@ -90,4 +101,8 @@ def block_influence(
         net.train(was_training)
     if counts[0] == 0:
         raise DistilkitError("block_influence: no calibration batches (the iterable was empty)")
+    idle = [i for i, c in enumerate(counts) if c == 0]
+    if idle:
+        raise DistilkitError(f"block_influence: block {idle[0]} of {blocks!r} never ran in the model's forward "
+                             "(its influence is unknown; remove it explicitly or check the forward)")
     return [s / c for s, c in zip(sums, counts)]

@@ -93,7 +93,7 @@ class ProgressiveDepthPruner(ScheduledGamma):
         gamma = self._gamma
         if gamma == 1.0:
             return None
-        x, out = block_input(args, kwargs), first_tensor(output)
+        x, out = block_input(module, args, kwargs), first_tensor(output)
         if x is None or out is None or x.shape != out.shape:
             raise DistilkitError(
                 f"PMDP mode='block': {type(module).__name__} must map a tensor x to a tensor of x's shape"

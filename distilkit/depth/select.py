@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from distilkit.blocks import check_layers
@@ -30,8 +31,20 @@ def skip_kept(depth: int, keep: int) -> list[int]:
     return [(i * depth + keep - 1) // keep - 1 for i in range(1, keep + 1)]
 
 
+def _is_finite_number(value: object) -> bool:
+    try:
+        return math.isfinite(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
 def select_layers_by_influence(scores: Sequence[float], keep: int) -> list[int]:
     """Remove the len(scores) − keep blocks with the lowest influence (ties: earlier first)."""
+    if len(scores) == 0:
+        raise DistilkitError("no influence scores given (one per block expected)")
+    bad = next((i for i, v in enumerate(scores) if not _is_finite_number(v)), None)
+    if bad is not None:
+        raise DistilkitError(f"influence score of block {bad} is {scores[bad]!r}; scores must be finite numbers")
     keep = _check_keep(len(scores), keep)
     order = sorted(range(len(scores)), key=lambda i: (float(scores[i]), i))
     return sorted(order[: len(scores) - keep])

@@ -112,8 +112,16 @@ def _timm_kwargs(model: nn.Module) -> dict[str, Any]:
         if isinstance(getattr(attn, "num_heads", None), int):
             found["num_heads"] = attn.num_heads
         qkv = getattr(attn, "qkv", None)
-        if isinstance(qkv, nn.Linear):
-            found["qkv_bias"] = qkv.bias is not None
+        if isinstance(qkv, nn.Linear):  # EVA keeps the bias apart, as q_bias / v_bias
+            found["qkv_bias"] = qkv.bias is not None or isinstance(getattr(attn, "q_bias", None), nn.Parameter)
+        if isinstance(getattr(attn, "q_norm", None), nn.Module):
+            found["qk_norm"] = not isinstance(attn.q_norm, nn.Identity)
+        if isinstance(getattr(blocks[0], "ls1", None), nn.Module):
+            # any number builds LayerScale (its gamma comes from the weights file), None builds Identity
+            found["init_values"] = None if isinstance(blocks[0].ls1, nn.Identity) else 1.0
+        rates = [m.drop_prob for b in blocks for m in b.modules() if isinstance(getattr(m, "drop_prob", None), float)]
+        if rates:  # timm spaces the rates linearly up to this; the per-block values are saved as edits
+            found["drop_path_rate"] = max(rates)
         fc1s = [getattr(getattr(b, "mlp", None), "fc1", None) for b in blocks]
         widths = {fc.out_features for fc in fc1s if isinstance(fc, nn.Linear)}
         if len(widths) == 1 and all(isinstance(fc, nn.Linear) for fc in fc1s) and "embed_dim" in found:
@@ -172,6 +180,13 @@ def _apply(ref: nn.Module, edit: dict[str, Any], where: str) -> None:
         for key in list(target._modules)[edit["length"]:]:
             del target._modules[key]
         return
+    if edit["op"] == "keep":  # a named Sequential that lost entries keeps its other names
+        keys = edit.get("keys")
+        if not isinstance(target, nn.Sequential) or not isinstance(keys, list) or not set(keys) <= set(target._modules):
+            raise DistilkitError(f"{where}: cannot keep entries {keys!r} of {edit['path']!r}")
+        for key in [k for k in target._modules if k not in keys]:
+            del target._modules[key]
+        return
     if edit["op"] != "reshape":
         raise DistilkitError(f"{where}: unknown edit op {edit['op']!r}")
     for attr, value in edit.get("attrs", {}).items():
@@ -184,6 +199,9 @@ def _apply(ref: nn.Module, edit: dict[str, Any], where: str) -> None:
         if shape is None:
             store[name] = None
             continue
+        if old is None and name not in store and hasattr(target, name):
+            raise DistilkitError(f"{where}: cannot rebuild {edit['path'] or 'model'}.{name}: the factory's module has a "
+                                 "non-tensor attribute of that name (a constructor option not recovered)")
         like = old if old is not None else next(iter(t for t in ref.parameters()), torch.empty(0))
         fresh = torch.empty(shape, dtype=like.dtype, device=like.device)
         if kind == "param":
@@ -191,6 +209,18 @@ def _apply(ref: nn.Module, edit: dict[str, Any], where: str) -> None:
             target.register_parameter(name, nn.Parameter(fresh, requires_grad=grad))
         else:
             target.register_buffer(name, fresh)
+
+
+def _shortening(name: str, module: nn.Module, ref: nn.Module) -> dict[str, Any]:
+    """The edit shortening container `ref` to `module`'s entries: the first N, or (names) those kept."""
+    mine, theirs = list(module._modules), list(ref._modules)
+    if len(mine) > len(theirs):
+        raise DistilkitError(f"cannot save: {name} has {len(mine)} entries, the factory builds {len(theirs)}")
+    if mine == theirs[: len(mine)]:
+        return {"op": "truncate", "path": name, "length": len(mine)}
+    if set(mine) <= set(theirs) and mine == [k for k in theirs if k in mine]:
+        return {"op": "keep", "path": name, "keys": mine}
+    raise DistilkitError(f"cannot save: the entries of {name} ({', '.join(mine)}) are not among the factory's")
 
 
 def structural_edits(reference: nn.Module, model: nn.Module) -> list[dict[str, Any]]:
@@ -204,12 +234,11 @@ def structural_edits(reference: nn.Module, model: nn.Module) -> list[dict[str, A
         kind = getattr(type(module), "saved_as", type(module))  # runtime variants (PrepackedLinear) save as their base
         if type(ref) is not kind:
             raise DistilkitError(
-                f"cannot save: {name or 'model'} is {type(module).__name__} but the factory builds {type(ref).__name__}"
+                f"cannot save: {name or 'model'} is {type(module).__name__} but the factory builds {type(ref).__name__} "
+                "(give save(..., arch={'factory': ..., 'config': ...}) with a factory that builds this model)"
             )
         if isinstance(module, (nn.Sequential, nn.ModuleList)) and len(module) != len(ref):
-            if len(module) > len(ref):
-                raise DistilkitError(f"cannot save: {name} has {len(module)} entries, the factory builds {len(ref)}")
-            edits.append({"op": "truncate", "path": name, "length": len(module)})
+            edits.append(_shortening(name, module, ref))
             _apply(reference, edits[-1], "save")
         mine, theirs = _attrs(module), _attrs(ref)
         attrs = {k: v for k, v in mine.items() if k in theirs and theirs[k] != v}

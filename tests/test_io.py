@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import types
+from collections import OrderedDict
 
 import pytest
 import timm
@@ -65,6 +66,46 @@ def test_pruned_timm_vit_round_trip_without_pruning_code(tmp_path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("vit_tiny_patch16_224", dict(drop_path_rate=0.1, init_values=1e-5, qk_norm=True)),  # common training options
+    ("eva02_tiny_patch14_224", dict(img_size=28, patch_size=14)),  # qkv bias kept apart, as q_bias / v_bias
+])
+def test_timm_constructor_options_are_recovered(tmp_path, name, kwargs) -> None:
+    from distilkit.depth import remove_layers
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, num_classes=10, depth=4, **kwargs)
+    remove_layers(model, [1])
+    model.eval()
+    x = torch.randn(2, 3, 28 if "img_size" in kwargs else 224, 28 if "img_size" in kwargs else 224)
+    loaded = io.load(io.save(model, tmp_path)).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    if "drop_path_rate" in kwargs:  # the remaining blocks keep their own drop rates
+        assert [b.drop_path1.drop_prob for b in loaded.blocks[1:]] == [b.drop_path1.drop_prob for b in model.blocks[1:]]
+
+
+class NamedStack(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(OrderedDict((f"b{i}", nn.Linear(4, 4)) for i in range(4)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def test_depth_pruned_named_sequential_keeps_its_names(tmp_path) -> None:
+    from distilkit.depth import remove_layers
+
+    io.register_factory("test-named", NamedStack)
+    model = NamedStack()
+    remove_layers(model, [1], blocks="layers")
+    io.save(model, tmp_path, arch={"factory": "test-named", "config": {}})
+    assert json.loads((tmp_path / "arch.json").read_text())["edits"] == [{"op": "keep", "path": "layers", "keys": ["b0", "b2", "b3"]}]
+    loaded, x = io.load(tmp_path), torch.randn(3, 4)
+    assert list(loaded.layers._modules) == ["b0", "b2", "b3"] and torch.equal(loaded(x), model(x))
 
 
 def test_wrapped_models_save_as_the_model_inside(tmp_path) -> None:

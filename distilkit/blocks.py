@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from torch import nn
 
+from distilkit.checks import as_int
 from distilkit.errors import DistilkitError
 
 _PARALLEL_WRAPPERS = (nn.parallel.DistributedDataParallel, nn.DataParallel)
@@ -31,6 +32,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def resolve_blocks(model: nn.Module, path: str = "blocks") -> nn.Sequential | nn.ModuleList:
     """The nn.Sequential / nn.ModuleList at dotted attribute `path` (e.g. "backbone.blocks")."""
+    if not isinstance(path, str):
+        raise DistilkitError(f"blocks must be a dotted attribute path such as 'blocks', got {path!r}")
     target: object = unwrap(model)
     walked: list[str] = []
     for part in path.split("."):
@@ -51,10 +54,11 @@ def resolve_blocks(model: nn.Module, path: str = "blocks") -> nn.Sequential | nn
 
 def check_layers(depth: int, layers: Sequence[int], what: str = "remove") -> list[int]:
     """Validate 0-based layer indices (ints, in range, no duplicates); return them sorted."""
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
+        raise DistilkitError(f"{what}: expected a list of layer indices, got {layers!r}")
     out: list[int] = []
-    for layer in layers:
-        if isinstance(layer, bool) or not isinstance(layer, int):
-            raise DistilkitError(f"{what}: layer indices must be ints, got {layer!r}")
+    for item in layers:
+        layer = as_int(item, f"{what}: layer index")
         if not 0 <= layer < depth:
             raise DistilkitError(f"{what}: layer {layer} is out of range for depth {depth} (0..{depth - 1})")
         out.append(layer)

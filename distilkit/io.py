@@ -199,6 +199,8 @@ def _apply(ref: nn.Module, edit: dict[str, Any], where: str) -> None:
         if shape is None:
             store[name] = None
             continue
+        if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+            raise DistilkitError(f"{where}: bad shape {shape!r} for {edit['path'] or 'model'}.{name}")
         if old is None and name not in store and hasattr(target, name):
             raise DistilkitError(f"{where}: cannot rebuild {edit['path'] or 'model'}.{name}: the factory's module has a "
                                  "non-tensor attribute of that name (a constructor option not recovered)")
@@ -281,8 +283,8 @@ def describe(model: nn.Module, arch: dict[str, Any] | None = None) -> dict[str, 
     """The arch.json content for `model` (factory, config, structural edits, param count)."""
     net = unwrap(model)
     if arch is not None:
-        if not isinstance(arch.get("factory"), str):
-            raise DistilkitError("save(arch=...) needs {'factory': str, 'config': dict}")
+        if not isinstance(arch, dict) or not isinstance(arch.get("factory"), str) or not isinstance(arch.get("config") or {}, dict):
+            raise DistilkitError(f"save(arch=...) needs {{'factory': str, 'config': dict}}, got {arch!r}"[:200])
         factory, config = arch["factory"], dict(arch.get("config") or {})
     else:
         factory, config = _spec_of(net)

@@ -11,13 +11,14 @@ import numbers
 from dataclasses import asdict, dataclass
 from typing import Any, Union
 
+from distilkit.checks import as_int, as_number
 from distilkit.errors import DistilkitError
 
 
 def _check(name: str, m: float, offset: float) -> None:
     real = all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (m, offset))
     if not real or not (math.isfinite(m) and m >= 0) or not math.isfinite(offset):
-        raise DistilkitError(f"{name}: m must be a finite number >= 0 and offset finite, got m={m}, offset={offset}")
+        raise DistilkitError(f"{name}: m must be a finite number >= 0 and offset finite, got m={m!r}, offset={offset!r}")
 
 
 def _clamped_fraction(t: float, m: float, offset: float) -> float:
@@ -75,8 +76,7 @@ class StepSchedule:
 
     def __post_init__(self) -> None:
         _check("StepSchedule", self.m, self.offset)
-        if self.steps < 1:
-            raise DistilkitError(f"StepSchedule: steps must be >= 1, got {self.steps}")
+        object.__setattr__(self, "steps", as_int(self.steps, "StepSchedule: steps", minimum=1))  # frozen
 
     def __call__(self, t: float) -> float:
         done = math.floor(_clamped_fraction(t, self.m, self.offset) * self.steps + 1e-9)
@@ -97,6 +97,8 @@ def schedule_to_dict(schedule: Schedule) -> dict[str, Any]:
 
 def schedule_from_dict(spec: dict[str, Any]) -> Schedule:
     """Inverse of `schedule_to_dict`; also accepts recipe entries like {"kind": "cosine", "m": 40}."""
+    if not isinstance(spec, dict):
+        raise DistilkitError(f"a schedule is a mapping like {{'kind': 'cosine', 'm': 40}}, got {spec!r}")
     spec = dict(spec)
     kind = spec.pop("kind", "cosine")
     if kind not in _KINDS:
@@ -131,8 +133,10 @@ class ScheduledGamma:
     def _init_schedule(self, schedule: Any, unit: str, iters_per_epoch: int | None) -> None:
         if unit not in UNITS:
             raise DistilkitError(f"unknown {self._what} unit {unit!r}; expected one of {list(UNITS)}")
-        if iters_per_epoch is not None and (unit != "iteration" or iters_per_epoch <= 0):
-            raise DistilkitError("iters_per_epoch must be a positive int and needs unit='iteration'")
+        if iters_per_epoch is not None:
+            if unit != "iteration":
+                raise DistilkitError("iters_per_epoch needs unit='iteration'")
+            iters_per_epoch = as_int(iters_per_epoch, "iters_per_epoch", minimum=1)
         if not callable(schedule):
             raise DistilkitError(f"schedule must be a callable t -> gamma, got {type(schedule).__name__}")
         self.schedule = schedule
@@ -150,11 +154,14 @@ class ScheduledGamma:
         """Set progress in schedule units (fractional epochs for per-iteration updates); returns γ."""
         if self._finalized:
             raise DistilkitError(f"{type(self).__name__} was finalized; its schedule cannot move")
-        t = float(t)
-        if not math.isfinite(t) or t < 0:
-            raise DistilkitError(f"{self._what} progress must be a finite number >= 0, got {t}")
+        t = as_number(t, f"{self._what} progress")
+        if t < 0:
+            raise DistilkitError(f"{self._what} progress must be >= 0, got {t}")
+        gamma = self.schedule(t)
+        if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not math.isfinite(gamma):
+            raise DistilkitError(f"{self._what} schedule gave gamma={gamma!r} at t={t:g}; it must return a finite number")
         self.progress = t
-        self._gamma = min(max(float(self.schedule(t)), 0.0), 1.0)
+        self._gamma = min(max(float(gamma), 0.0), 1.0)
         return self._gamma
 
     def set_epoch(self, epoch: int) -> float:

@@ -68,6 +68,8 @@ def block_influence(
     Low values mark blocks that barely change the stream: candidates for removal
     (`select_layers(depth, keep, "influence", scores=...)`). Runs in eval mode, restores the mode.
     """
+    if isinstance(batches, torch.Tensor):  # iterating it would feed the model one sample at a time
+        raise DistilkitError("block_influence: batches must be an iterable of model inputs, e.g. [x], not a tensor")
     net = unwrap(model)
     container = resolve_blocks(net, blocks)
     sums = [0.0] * len(container)

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
+from distilkit.checks import as_int
 from distilkit.errors import DistilkitError
 from distilkit.inputs import Inputs, call_model
 
@@ -38,10 +39,9 @@ def latency(model: nn.Module, inputs: Inputs, threads: int | None = None, warmup
     """Time `iters` forwards of `model` in eval mode with `threads` intra-op threads (default: torch's)."""
     import torch
 
-    if iters < 1 or warmup < 0:
-        raise DistilkitError(f"latency needs iters >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
-    if threads is not None and threads < 1:
-        raise DistilkitError(f"latency threads must be >= 1, got {threads}")
+    iters, warmup = as_int(iters, "latency iters", minimum=1), as_int(warmup, "latency warmup", minimum=0)
+    if threads is not None:
+        threads = as_int(threads, "latency threads", minimum=1)
     previous_threads = torch.get_num_threads()
     was_training = model.training
     model.eval()

@@ -8,6 +8,7 @@ from typing import Iterable, Optional, Sequence
 from torch import nn
 
 from distilkit.blocks import check_layers, resolve_blocks, unwrap
+from distilkit.checks import as_int, as_number
 from distilkit.errors import DistilkitError
 
 
@@ -64,15 +65,14 @@ def target_hidden(sites: Sequence[MlpSite], ratio: Optional[float], hidden: Opti
     """The new hidden width per site: round(ratio × embed_dim), or `hidden`, rounded up to a multiple of `round_to`."""
     if (ratio is None) == (hidden is None):
         raise DistilkitError("give exactly one of ratio (hidden = ratio × embed dim) or hidden (a channel count)")
-    if round_to < 1:
-        raise DistilkitError(f"round_to must be >= 1 channel, got {round_to}")
-    if ratio is not None and not ratio > 0:
+    round_to = as_int(round_to, "round_to (channels)", minimum=1)
+    if ratio is not None and not as_number(ratio, "MLP ratio") > 0:
         raise DistilkitError(f"MLP ratio must be > 0, got {ratio}")
-    if hidden is not None and hidden < 1:
-        raise DistilkitError(f"hidden size must be >= 1, got {hidden}")
+    if hidden is not None:
+        hidden = as_int(hidden, "hidden size", minimum=1)
     targets = []
     for site in sites:
-        size = round(ratio * site.embed_dim) if ratio is not None else int(hidden)
+        size = round(ratio * site.embed_dim) if ratio is not None else hidden
         size = max(round_to, -(-size // round_to) * round_to)
         if size > site.hidden:
             raise DistilkitError(

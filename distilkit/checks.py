@@ -1,0 +1,29 @@
+"""Argument checks shared by the public API: integers and finite numbers, numpy scalars included."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+
+from distilkit.errors import DistilkitError
+
+
+def as_int(value: object, what: str, minimum: int | None = None) -> int:
+    """`value` as an int (Python or numpy integer; not bool, not float), at least `minimum` when given."""
+    if isinstance(value, bool):
+        raise DistilkitError(f"{what} must be an int, got {value!r}")
+    try:
+        number = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise DistilkitError(f"{what} must be an int, got {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise DistilkitError(f"{what} must be >= {minimum}, got {number}")
+    return number
+
+
+def as_number(value: object, what: str) -> float:
+    """`value` as a finite float (any real number, numpy included; not bool, not str)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise DistilkitError(f"{what} must be a finite number, got {value!r}")
+    return float(value)

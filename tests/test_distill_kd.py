@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -87,6 +88,11 @@ def test_bad_inputs_raise() -> None:
         distribution_kd(s, torch.randn(2, 4, 5).softmax(-1))
     with pytest.raises(DistilkitError, match="temperature"):
         logit_kd(s, s, temperature=0)
+    with pytest.raises(DistilkitError, match="empty input \\(0, 4, 6\\)"):
+        distribution_kd(s[:0], s[:0].softmax(-1))  # batchmean over nothing would be NaN
+    with pytest.raises(DistilkitError, match="teacher_logits must be a floating-point tensor, got torch.int64"):
+        distribution_kd(s, teacher_logits=torch.zeros(2, 4, 6, dtype=torch.long))
+    assert logit_kd(s, s, temperature=np.float32(2.0)) == pytest.approx(0.0, abs=1e-6)  # numpy scalars are numbers
 
 
 def test_t_squared_factor() -> None:

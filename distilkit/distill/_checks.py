@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from distilkit.errors import DistilkitError
@@ -24,6 +26,7 @@ def check_probabilities(probs: torch.Tensor, dim: int, what: str, hint: str) -> 
 
 
 def check_temperature(temperature: float) -> None:
-    """Temperatures must be positive finite numbers."""
-    if not (isinstance(temperature, (int, float)) and 0 < temperature < float("inf")):
+    """Temperatures must be positive finite numbers (numpy scalars included)."""
+    real = isinstance(temperature, numbers.Real) and not isinstance(temperature, bool)
+    if not (real and 0 < temperature < float("inf")):
         raise DistilkitError(f"temperature must be a positive number, got {temperature!r}")

@@ -24,11 +24,17 @@ def _kl_mean(student_log_probs: torch.Tensor, teacher_probs: torch.Tensor) -> to
 
 
 def _check_pair(fn: str, student: torch.Tensor, teacher: torch.Tensor, teacher_name: str) -> None:
+    for name, t in (("student_logits", student), (teacher_name, teacher)):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            kind = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
+            raise DistilkitError(f"{fn}: {name} must be a floating-point tensor, got {kind}")
     if student.dim() < 1 or student.shape != teacher.shape:
         raise DistilkitError(
             f"{fn}: student_logits {tuple(student.shape)} and {teacher_name} {tuple(teacher.shape)} "
             "must have the same shape"
         )
+    if student.numel() == 0:  # batchmean over no distributions is 0/0
+        raise DistilkitError(f"{fn}: empty input {tuple(student.shape)}: there is no distribution to compare")
 
 
 def logit_kd(

@@ -54,8 +54,9 @@ class ProgressiveWidthPruner(ScheduledGamma):
 
     Channels are chosen once, at construction, exactly as `reduce_mlp_ratio` would (same arguments);
     γ = 1 is exactly the unpruned model and γ = 0 exactly the model after `finalize()`, which has the
-    shapes `reduce_mlp_ratio` gives. Progress (`set_epoch`, `set_progress`, `step`) is that of
-    `distilkit.schedule.ScheduledGamma`, as for `ProgressiveDepthPruner`.
+    shapes `reduce_mlp_ratio` gives (MLPs that mix hidden channels before fc2, e.g. with a LayerNorm
+    over them, cannot keep that promise and are refused). Progress (`set_epoch`, `set_progress`, `step`)
+    is that of `distilkit.schedule.ScheduledGamma`, as for `ProgressiveDepthPruner`.
     """
 
     _what = "width-pruning"

@@ -108,6 +108,20 @@ def test_force_restarts(tmp_path):
     assert json.load(open(os.path.join(out, "teacher", "metrics.json")))["depth"] == 12
 
 
+@pytest.mark.parametrize("listed", ["../victim", "VICTIM_ABS", ".."])
+def test_force_never_deletes_what_a_crafted_run_json_names_outside_the_run(tmp_path, capsys, listed):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me")
+    out = tmp_path / "run"
+    out.mkdir()
+    name = str(victim) if listed == "VICTIM_ABS" else listed
+    (out / "run.json").write_text(json.dumps({"recipe": "tiny-s", "stages": ["teacher", name]}))
+    assert _cli(ARGS + ["--out", str(out), "--force"]) == 2
+    assert "is not a stage name; not wiping" in capsys.readouterr().err
+    assert (victim / "precious.txt").read_text() == "keep me" and (out / "run.json").exists()
+
+
 def test_dry_run_prints_plan_and_writes_nothing(tmp_path, capsys):
     out = str(tmp_path / "never")
     assert _cli(ARGS + ["--out", out, "--dry-run"]) == 0

@@ -31,7 +31,7 @@ from distilkit.recipes.losses import StageLoss
 from distilkit.recipes.models import describe, example_inputs, load_teacher, model_name
 from distilkit.recipes.progress import RunLog
 from distilkit.recipes.report import REPORT_JSON, build_report, write_json_atomic, write_report
-from distilkit.recipes.schema import Budget, Recipe, Stage, effective_losses, load_recipe
+from distilkit.recipes.schema import Budget, Recipe, Stage, effective_losses, is_stage_name, load_recipe
 from distilkit.recipes.stages import finish_stage, layers_to_remove, setup_stage
 from distilkit.recipes.state import seed_everything
 from distilkit.recipes.trainer import CHECKPOINT, Trainer, TrainSettings
@@ -139,7 +139,11 @@ def prepare_out_dir(out: str, recipe: Recipe, identity: dict[str, Any], resume: 
         raise DistilkitError(f"{run_file}: unreadable ({err}); use --force to start over or choose another --out") from None
     finished = os.path.isfile(os.path.join(out, REPORT_JSON))
     if force:
-        stage_dirs = set(previous.get("stages", [])) | {s.name for s in recipe.stages} | {BASELINE_DIR}
+        listed = previous.get("stages", [])
+        odd = [n for n in listed if not is_stage_name(n)] if isinstance(listed, list) else [listed]
+        if odd:  # a crafted or damaged run.json must not steer rmtree outside the run
+            raise DistilkitError(f"{run_file}: {odd[0]!r} is not a stage name; not wiping {out} (remove it by hand)")
+        stage_dirs = set(listed) | {s.name for s in recipe.stages} | {BASELINE_DIR}
         for name in stage_dirs:
             shutil.rmtree(os.path.join(out, name), ignore_errors=True)
         for name in _OWNED_FILES:

@@ -253,6 +253,11 @@ def resolve_recipe_path(name_or_path: str) -> str:
     return path
 
 
+def is_stage_name(name: object) -> bool:
+    """Stage names name directories: letters, digits, '-' and '_' only (so never a path or '..')."""
+    return isinstance(name, str) and name.replace("-", "").replace("_", "").isalnum()
+
+
 def load_recipe(name_or_path: str) -> Recipe:
     """Load and fully validate a recipe; errors name the file, line and key."""
     path = resolve_recipe_path(name_or_path)
@@ -277,7 +282,7 @@ def _check_route(recipe: Recipe, ctx: Context) -> None:
     for i, stage in enumerate(recipe.stages):
         if names.index(stage.name) != i:
             raise ctx.fail(("stages", i, "name"), f"duplicate stage name {stage.name!r}")
-        if not stage.name.replace("-", "").replace("_", "").isalnum():
+        if not is_stage_name(stage.name):
             raise ctx.fail(("stages", i, "name"), "stage names may use letters, digits, '-' and '_' only (they name directories)")
         if (i == 0) != (stage.kind == "teacher"):
             raise ctx.fail(("stages", i, "kind"), "the first stage, and only the first, is the 'teacher' stage")

@@ -20,26 +20,12 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import nn
 
+from distilkit.atomic import write_atomic  # noqa: F401 - the benchmark scripts import it from here
+
 RESULTS_DIR = Path(__file__).with_name("results")
 
 
 # -- output ----------------------------------------------------------------------------------------
-def write_atomic(path: Path, data: str | bytes) -> Path:
-    """Write text or bytes to `path` via a temp file in the same directory and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
 def write_json(path: Path, obj: Any) -> Path:
     return write_atomic(path, json.dumps(obj, indent=2) + "\n")
 

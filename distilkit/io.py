@@ -14,7 +14,6 @@ import importlib
 import inspect
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from distilkit.atomic import atomic_path, write_atomic
 from distilkit.blocks import unwrap
 from distilkit.errors import DistilkitError
 
@@ -308,18 +308,6 @@ def describe(model: nn.Module, arch: dict[str, Any] | None = None) -> dict[str, 
     return spec
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def make_output_dir(path: str | os.PathLike[str], what: str | None = None) -> Path:
     """Create directory `path` (and its parents) if needed; a file in the way or a path that cannot be
     created is a one-line DistilkitError naming `what` (default: the path)."""
@@ -343,9 +331,9 @@ def save(model: nn.Module, path: str | os.PathLike[str], *, arch: dict[str, Any]
     spec = describe(model, arch)
     net = unwrap(model)
     out = make_output_dir(path)
-    _atomic_write(out / WEIGHTS, lambda tmp: save_model(net, tmp, metadata={"format": FORMAT}))
-    text = json.dumps(spec, indent=2) + "\n"
-    _atomic_write(out / ARCH, lambda tmp: Path(tmp).write_text(text))
+    with atomic_path(out / WEIGHTS) as tmp:
+        save_model(net, tmp, metadata={"format": FORMAT})
+    write_atomic(out / ARCH, json.dumps(spec, indent=2) + "\n")
     return out
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import tempfile
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from distilkit.atomic import atomic_path
 from distilkit.data.sequence import Sequence
 from distilkit.errors import DistilkitError
 
@@ -284,11 +284,8 @@ class SyntheticTracking:
         if not path.exists():
             scene = self.scene(i)
             frames = np.stack([scene.render(j) for j in range(self.length)])
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-            with os.fdopen(fd, "wb") as fh:
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, frames=frames, boxes=scene.target.boxes, visible_fraction=scene.visible_fraction)
-            os.replace(tmp, path)
         with np.load(path) as data:
             frames, boxes, frac = data["frames"], data["boxes"], data["visible_fraction"]
         return Sequence(name, list(frames), boxes.astype(np.float64), frac >= VISIBLE_MIN_FRACTION,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from distilkit.atomic import atomic_path, write_atomic
 from distilkit.data.sequence import Sequence
 from distilkit.errors import DistilkitError
 from distilkit.eval.metrics import OVERLAP_THRESHOLDS, SequenceScores, score_sequence, summarize
@@ -63,9 +63,9 @@ class Results:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         for s in self.sequences:
-            _write_text(out / f"{s.name}.txt", "".join(",".join(f"{v:.4f}" for v in b) + "\n" for b in s.boxes))
-            _write_text(out / f"{s.name}_time.txt", "".join(f"{t:.6f}\n" for t in s.times))
-        _write_text(out / SUMMARY_FILE, json.dumps(self.summary(), indent=2) + "\n")
+            write_atomic(out / f"{s.name}.txt", "".join(",".join(f"{v:.4f}" for v in b) + "\n" for b in s.boxes))
+            write_atomic(out / f"{s.name}_time.txt", "".join(f"{t:.6f}\n" for t in s.times))
+        write_atomic(out / SUMMARY_FILE, json.dumps(self.summary(), indent=2) + "\n")
         self.out_dir = out
         return out
 
@@ -210,21 +210,9 @@ def plot_success(results_list: list[Results], path: str | os.PathLike, title: st
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right", fontsize=8)
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png", bbox_inches="tight")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out
-
-
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)

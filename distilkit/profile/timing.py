@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass
 from torch import nn
 
 from distilkit.checks import as_int
-from distilkit.errors import DistilkitError
 from distilkit.inputs import Inputs, call_model
 
 

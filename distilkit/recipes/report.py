@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
+
+from distilkit.atomic import atomic_path, write_atomic
 
 REPORT_JSON, REPORT_MD, PLOT = "report.json", "report.md", "auc_vs_fps.png"
 
 
 def write_text_atomic(path: str, text: str) -> None:
-    """Write `text` to `path` via a temp file in the same directory and os.replace."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write `text` to `path` atomically (`distilkit.atomic`)."""
+    write_atomic(path, text)
 
 
 def write_json_atomic(path: str, data: Any) -> None:
@@ -106,16 +97,11 @@ def plot_auc_vs_fps(report: dict[str, Any], path: str) -> None:
     ax.set_title(f"{report['recipe']} ({report['budget']}): accuracy vs speed per stage")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=directory)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_report(out_dir: str, report: dict[str, Any]) -> None:

@@ -8,9 +8,7 @@ A single file written to a temp name and `os.replace`d is atomic, and nothing is
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -18,6 +16,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from distilkit.atomic import atomic_path
 from distilkit.errors import DistilkitError
 
 _TENSOR, _ARRAY, _TUPLE, _ITEMS = "__tensor__", "__ndarray__", "__tuple__", "__items__"
@@ -66,11 +65,7 @@ def save_state(path: str, state: dict[str, Any]) -> None:
     """Write nested `state` atomically to `path` (a .safetensors file)."""
     tensors: dict[str, torch.Tensor] = {}
     tree = _flatten(state, "s", tensors)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=directory)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         # safetensors refuses tensors sharing storage; clone those that do.
         seen: set[int] = set()
         for k, t in tensors.items():
@@ -80,11 +75,6 @@ def save_state(path: str, state: dict[str, Any]) -> None:
             elif ptr != -1:
                 seen.add(ptr)
         save_file(tensors, tmp, metadata={"distilkit_state": json.dumps(tree)})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def load_state(path: str) -> dict[str, Any]:

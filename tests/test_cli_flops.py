@@ -112,6 +112,7 @@ def test_timm_model_and_input_size():
         (("./no/such/dir",), "does not exist"),
         (("timm:vit_tiny_patch16_224", "--cached"), "--cached applies to MixFormerV2 models"),
         (("mixformerv2-s-tiny", "--cached", "--strict"), "--cached cannot be combined with --strict"),
+        (("mixformerv2-s-tiny", "--threads", "1", "--iters", "3"), "--threads and --iters only apply with --latency"),
     ],
 )
 def test_bad_input_exits_2(capsys, args, message):
@@ -124,6 +125,13 @@ def test_directory_without_arch_json(capsys, tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
     code, err = exit_code_and_stderr(capsys, str(tmp_path))
     assert code == 2 and "has no arch.json" in err
+    code, err = exit_code_and_stderr(capsys, str(tmp_path / "model.safetensors"))  # the file, not its folder
+    assert code == 2 and "is a file: give the model directory" in err
+
+
+def test_usage_names_the_argument_as_the_docstring_does():
+    usage = next(line for line in invoke("--help").output.splitlines() if "Usage:" in line)
+    assert "MODEL" in usage and "model" not in usage.replace("MODEL", "")
 
 
 

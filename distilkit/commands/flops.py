@@ -61,14 +61,14 @@ def _heads_table(report: Any) -> Any:
 
 
 def flops(
-    model: str = typer.Argument(..., help="distilkit model name (e.g. mixformerv2-s), timm:<name>, or a saved model directory."),
+    model: str = typer.Argument(..., metavar="MODEL", help="distilkit model name (e.g. mixformerv2-s), timm:<name>, or a saved model directory."),
     depth: int = typer.Option(2, "--depth", min=0, help="Module depth shown in the table (0 = model only)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables."),
     with_latency: bool = typer.Option(False, "--latency", help="Also time the forward on CPU (median, p90, FPS)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Intra-op threads for --latency (default: torch's)."),
-    iters: int = typer.Option(20, "--iters", min=1, help="Timed forwards for --latency."),
+    iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Timed forwards for --latency (default 20)."),
     compare: Optional[str] = typer.Option(None, "--compare", help="Show another counter's MACs beside ours: fvcore."),
-    heads: bool = typer.Option(False, "--heads", help="MixFormerV2: T4 / Py-Corner / corner head costs beside the paper's figures."),
+    heads: bool = typer.Option(False, "--heads", help="MixFormerV2: T4 / Py-Corner / corner head costs beside the figures stated in the paper's supplement (the 'seed' column)."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if a measured count deviates from its analytic expectation."),
     input_size: Optional[int] = typer.Option(None, "--input-size", min=1, help="Image side for image models (timm:, saved)."),
     template_size: Optional[int] = typer.Option(None, "--template-size", min=1, help="Template side in px for trackers."),
@@ -76,6 +76,9 @@ def flops(
     cached: bool = typer.Option(False, "--cached", help="MixFormerV2: count the per-frame path a tracker runs (templates cached once, forward_search) instead of the full forward."),
 ) -> None:
     """Count params and exact MACs (linear, conv, matmul, attention incl. SDPA) of MODEL; FLOPs = 2 x MACs."""
+    timing_only = [flag for flag, value in (("--threads", threads), ("--iters", iters)) if value is not None]
+    if timing_only and not with_latency:
+        raise DistilkitError(f"{' and '.join(timing_only)} only apply with --latency")
     if compare is not None and compare not in COMPARE_WITH:
         raise DistilkitError(f"unknown --compare {compare!r}; valid: {', '.join(COMPARE_WITH)}")
     from distilkit.commands.models import resolve_model
@@ -107,7 +110,7 @@ def flops(
         from distilkit.profile.reference import fvcore_macs
 
         reference = fvcore_macs(net, inputs)
-    timing = latency(net, inputs, threads=threads, iters=iters) if with_latency else None
+    timing = latency(net, inputs, threads=threads, iters=20 if iters is None else iters) if with_latency else None
 
     if as_json:
         out: dict[str, Any] = {"spec": model, **prof.to_dict()}

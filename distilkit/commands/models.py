@@ -85,6 +85,8 @@ def _resolve_timm(name: str, input_size: int | None) -> tuple[Any, Any]:
 def _resolve_saved(path: Path, input_size: int | None) -> tuple[Any, Any]:
     import torch
 
+    if path.is_file():
+        raise DistilkitError(f"{str(path)!r} is a file: give the model directory that holds arch.json and model.safetensors")
     if not path.is_dir():
         raise DistilkitError(f"model directory {str(path)!r} does not exist")
     arch_file = path / "arch.json"

@@ -148,3 +148,67 @@ def test_load_datasets_mixes_specs(tmp_path):
     assert [type(d).__name__ for d in ds] == ["SyntheticTracking", "LaSOT", "GOT10k"]
     assert isinstance(ds[0], SyntheticTracking) and len(ds[0]) == 3 and ds[0].split == "train"
     assert load_datasets("synthetic", split="test")[0].split == "test"
+
+
+def test_frames_must_be_numbered_without_gaps(tmp_path):
+    root = _got10k(tmp_path)
+    seq = root / "val" / "GOT-10k_Val_000001"
+    (seq / "00000003.jpg").rename(seq / "00000005.jpg")  # same count: boxes would shift onto other images
+    with pytest.raises(DistilkitError, match=r"GOT-10k_Val_000001: frame 3 is missing"):
+        GOT10k(root, "val")[0]
+    (seq / "00000005.jpg").rename(seq / "00000003.jpg")
+    (seq / "0000003.jpg").write_bytes((seq / "00000003.jpg").read_bytes())
+    with pytest.raises(DistilkitError, match=r"frame 3 appears twice"):
+        GOT10k(root, "val")[0]
+    (seq / "0000003.jpg").rename(seq / "cover.jpg")
+    with pytest.raises(DistilkitError, match=r"frame file 'cover.jpg' is not numbered"):
+        GOT10k(root, "val")[0]
+    tn = _trackingnet(tmp_path / "tn", n=4)
+    frames = tn / "TRAIN_0" / "frames" / "a1"
+    (frames / "0.jpg").rename(frames / "4.jpg")
+    with pytest.raises(DistilkitError, match=r"frames/a1: frame 0 is missing"):
+        TrackingNet(tn)[0]
+    lasot = _lasot(tmp_path / "lasot")
+    img = lasot / "bird" / "bird-3" / "img"
+    (img / "00000002.jpg").rename(img / "00000009.jpg")
+    with pytest.raises(DistilkitError, match=r"bird-3/img: frame 2 is missing"):
+        LaSOT(lasot)[2]
+
+
+def test_hidden_appledouble_files_are_not_frames(tmp_path):
+    root = _got10k(tmp_path)
+    seq = root / "val" / "GOT-10k_Val_000001"
+    (seq / "._00000001.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    s = GOT10k(root, "val")[0]
+    assert len(s) == 4 and [Path(f).name for f in s.frames] == [f"{i:08d}.jpg" for i in range(1, 5)]
+
+
+def test_empty_sequence_lists_name_the_list_file(tmp_path):
+    root = _got10k(tmp_path)
+    (root / "val" / "list.txt").write_text("\n\n")
+    with pytest.raises(DistilkitError, match=r"val/list.txt: the sequence list is empty"):
+        GOT10k(root, "val")
+    lasot = _lasot(tmp_path / "lasot")
+    (lasot / "testing_set.txt").write_text("")
+    with pytest.raises(DistilkitError, match=r"testing_set.txt: the sequence list is empty"):
+        LaSOT(lasot, "test")
+    (lasot / "testing_set.txt").write_text("airplane-1\nairplane-2\nbird-3\n")
+    with pytest.raises(DistilkitError, match=r"lasot: no sequences selected"):  # all held out for testing
+        LaSOT(lasot, "train")
+
+
+def test_fractional_flags_are_refused_and_a_bom_is_accepted(tmp_path):
+    root = _got10k(tmp_path)
+    seq = root / "val" / "GOT-10k_Val_000001"
+    (seq / "absence.label").write_text("0\n0.5\n0\n0\n")
+    with pytest.raises(DistilkitError, match=r"absence.label:2: expected an integer flag, got '0.5'"):
+        GOT10k(root, "val")[0]
+    (seq / "absence.label").write_text("0\n1.0\n0\n0\n")
+    (seq / "cover.label").write_text("8\n3\n2.5\n1\n")  # cover is 0..8 (GOT-10k), still integral
+    with pytest.raises(DistilkitError, match=r"cover.label:3: expected an integer flag, got '2.5'"):
+        GOT10k(root, "val")[0]
+    (seq / "cover.label").write_text("8\n3\n0\n1\n")
+    (seq / "groundtruth.txt").write_text("\ufeff" + "\n".join(_boxes(4)) + "\n", encoding="utf-8")
+    s = GOT10k(root, "val")[0]
+    np.testing.assert_array_equal(s.boxes[0], [0, 0, 10, 12])
+    np.testing.assert_array_equal(s.visible, [True, False, False, True])  # absent, then cover 0

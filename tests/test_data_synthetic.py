@@ -109,3 +109,11 @@ def test_cache_dir_round_trip(tmp_path):
     np.testing.assert_array_equal(first.boxes, fresh.boxes)
     np.testing.assert_array_equal(again.frame(7), fresh.frame(7))
     np.testing.assert_array_equal(again.visible, fresh.visible)
+
+
+def test_names_match_the_sequences_without_building_them(monkeypatch) -> None:
+    data = SyntheticTracking(num_sequences=3, length=4, seed=1)
+    monkeypatch.setattr(SyntheticTracking, "scene", lambda self, i: pytest.fail("names built a scene"))
+    names = data.names
+    monkeypatch.undo()
+    assert names == [data[i].name for i in range(3)] == ["synthetic-train-0000", "synthetic-train-0001", "synthetic-train-0002"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from distilkit.cli import app
@@ -68,8 +70,11 @@ def test_constant_tracker_matches_direct_metrics_and_factory_is_called_per_seque
     assert res.sequences[0].metrics.summary()["auc"] == pytest.approx(auc(pred, seqs[0].boxes))
     assert res.overall["auc"] == pytest.approx(auc(pred, seqs[0].boxes))
     np.testing.assert_array_equal(res.sequences[1].boxes, pred)
-    both = combine_results([res, res], "x")
+    other = evaluate(factory, [_seq(name="c"), _seq(name="d")], progress=False)
+    both = combine_results([res, other], "x")
     assert both.overall["sequences"] == 4 and both.overall["auc"] == pytest.approx(res.overall["auc"])
+    with pytest.raises(DistilkitError, match="sequence 'a' is in more than one of the results"):
+        combine_results([res, res], "x")  # saving would write a.txt twice
 
 
 def test_invisible_frames_follow_the_dataset_convention():
@@ -207,3 +212,154 @@ def test_cli_eval_says_when_weights_are_random(tmp_path, capsys):
     assert "weights are random" in run("mixformerv2-s-tiny").err
     saved = io.save(build_model("mixformerv2-s-tiny"), tmp_path / "model")
     assert "weights are random" not in run(str(saved)).err
+
+
+def _write_sequence(folder: Path, n: int = 6) -> list[str]:
+    """Identical frames and boxes in any layout: a white box moving on noise, x,y,w,h lines."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(n):
+        img = (rng.random((72, 96, 3)) * 60).astype(np.uint8)
+        img[12 + 2 * i:28 + 2 * i, 10 + 3 * i:30 + 3 * i] = 255
+        Image.fromarray(img).save(folder / f"{i + 1:08d}.jpg")
+        lines.append(f"{10 + 3 * i},{12 + 2 * i},20,16")
+    return lines
+
+
+def _got10k(root: Path, names=("seq1",), n: int = 6) -> Path:
+    for name in names:
+        lines = _write_sequence(root / "val" / name, n)
+        (root / "val" / name / "groundtruth.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _lasot(root: Path, n: int = 6) -> Path:
+    seq = root / "cat" / "cat-1"
+    lines = _write_sequence(seq / "img", n)
+    (seq / "groundtruth.txt").write_text("\n".join(lines) + "\n")
+    for flags in ("full_occlusion.txt", "out_of_view.txt"):
+        (seq / flags).write_text(",".join(["0"] * n) + "\n")
+    return root
+
+
+def _summary(tmp_path, **changes) -> Path:
+    """A valid summary.json (from a real run) with top-level or overall/success_curve entries replaced."""
+    seq = _seq()
+    folder = tmp_path / "run"
+    evaluate(ConstantBoxTracker(), [seq], out_dir=folder, name="constant", progress=False)
+    data = json.loads((folder / "summary.json").read_text())
+    for key, value in changes.items():
+        where, _, field = key.partition("__")
+        (data[where] if field else data)[field or where] = value
+    (folder / "summary.json").write_text(json.dumps(data))
+    return folder
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(overall__auc="high"), r"overall.auc must be a number, got \"high\""),
+    (dict(overall__frames=True), "overall.frames must be a number"),
+    (dict(overall=[]), "overall must be an object"),
+    (dict(tracker=1), "tracker must be a string"),
+    (dict(success_curve__rates=[1, 2]), "success_curve.rates must be 21 numbers"),
+    (dict(success_curve__rates=["a"] * 21), "success_curve.rates must be 21 numbers"),
+    (dict(success_curve__rates=[0.5] * 20 + [float("nan")]), "success_curve.rates must be 21 numbers"),
+    (dict(success_curve__rates={"a": 1}), "success_curve.rates must be a list or null"),
+    (dict(success_curve=[]), "success_curve must be an object"),
+])
+def test_load_results_checks_types_and_names_file_and_key(tmp_path, changes, message):
+    folder = _summary(tmp_path, **changes)
+    with pytest.raises(DistilkitError, match=message) as err:
+        load_results(folder)
+    assert str(err.value).startswith(str(folder / "summary.json")) and "\n" not in str(err.value)
+
+
+def test_cli_compare_with_a_malformed_summary_is_one_line_before_tracking(tmp_path, capsys):
+    from distilkit.cli import main
+
+    out = tmp_path / "out"
+    for changes in (dict(overall__auc="high"), dict(success_curve__rates=[1, 2])):
+        bad = _summary(tmp_path, **changes)
+        with pytest.raises(SystemExit) as exc:
+            main(["eval", "constant", "--data", "synthetic:1", "--compare", str(bad), "--out", str(out), "--no-progress"])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and "summary.json" in err and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1 and not out.exists()  # refused before any tracking
+
+
+def test_duplicate_sequence_names_are_refused_before_tracking(tmp_path, capsys):
+    from distilkit.cli import main
+
+    tracked = []
+
+    class Counting(ConstantBoxTracker):
+        def initialize(self, image, box):
+            tracked.append(1)
+            super().initialize(image, box)
+
+    with pytest.raises(DistilkitError, match="sequence 'a' appears twice"):
+        evaluate(Counting(), [_seq(name="a"), _seq(name="b"), _seq(name="a")], progress=False)
+    assert not tracked
+    x1, x2 = _got10k(tmp_path / "x1"), _got10k(tmp_path / "x2")
+    for data, message in ((f"got10k:{x1},got10k:{x2}",
+                           f"sequence 'seq1' is in both dataset 1 (got10k:{x1 / 'val'}) and dataset 2 (got10k:{x2 / 'val'})"),
+                          ("synthetic:2,synthetic:2", "sequence 'synthetic-test-0000' is in both dataset 1 (synthetic)")):
+        out = tmp_path / "out"
+        with pytest.raises(SystemExit) as exc:
+            main(["eval", "constant", "--data", data, "--out", str(out), "--no-progress"])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+        assert not (out / "constant").exists()
+
+
+def test_cli_name_must_be_a_plain_folder_name(tmp_path, capsys, monkeypatch):
+    from distilkit.cli import main
+
+    out = tmp_path / "deep" / "out"
+    for args in (["--name", ".."], ["--name", "a/b"], ["--name", "."], ["--name", ""], ["--name", "x\\y"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["eval", "constant", "--data", "synthetic:1", "--out", str(out), "--no-progress", *args])
+        assert exc.value.code == 2 and "must be a plain name" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:  # a MODEL path of '.' would label results '.', i.e. <out> itself
+        main(["eval", ".", "--data", "synthetic:1", "--out", str(out), "--no-progress"])
+    assert exc.value.code == 2 and "set --name" in capsys.readouterr().err
+    assert not (tmp_path / "deep").exists()  # nothing written, not even <out>
+
+
+def test_cli_baseline_takes_baseline_names_only(tmp_path, capsys):
+    from distilkit.cli import main
+
+    for bad in ("foo", "mixformerv2-s-tiny"):
+        with pytest.raises(SystemExit) as exc:
+            main(["eval", "constant", "--data", "synthetic:1", "--baseline", bad, "--no-progress"])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2
+        assert f"--baseline {bad!r} is not a baseline; expected one of constant, csrt, kcf" in err
+    with pytest.raises(SystemExit) as exc:  # two runs would share the results folder <out>/constant
+        main(["eval", "mixformerv2-s-tiny", "--name", "constant", "--baseline", "constant", "--data", "synthetic:1"])
+    assert exc.value.code == 2 and "also a --baseline" in capsys.readouterr().err
+
+
+def test_cli_builds_the_model_once_for_all_datasets(tmp_path, monkeypatch):
+    """An architecture name has random weights: a model per dataset would make the row several trackers."""
+    import distilkit.commands.models as models
+    from distilkit.cli import main
+
+    built = []
+    resolve = models.resolve_model
+    monkeypatch.setattr(models, "resolve_model", lambda *a, **k: built.append(a) or resolve(*a, **k))
+    got, lasot = _got10k(tmp_path / "got"), _lasot(tmp_path / "lasot")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "mixformerv2-s-tiny", "--data", f"got10k:{got},lasot:{lasot}", "--update-interval", "100",
+              "--name", "m", "--out", str(out), "--no-progress"])
+    assert exc.value.code == 0 and len(built) == 1
+    same_frames = [np.loadtxt(out / "m" / f, delimiter=",") for f in ("seq1.txt", "cat-1.txt")]
+    np.testing.assert_array_equal(*same_frames)  # one model: identical videos, identical boxes
+
+
+def test_single_frame_sequences_are_not_called_a_test_split():
+    seq = Sequence("one", [np.zeros((40, 50, 3), np.uint8)], [[5, 5, 10, 8]], [True], dataset="got10k")
+    res = evaluate(ConstantBoxTracker(), [seq], progress=False)
+    assert res.overall["sequences"] == 0 and "single frame" in res.overall["note"]
+    assert "test split" not in res.overall["note"]

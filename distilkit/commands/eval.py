@@ -14,10 +14,11 @@ UPDATE_INTERVAL = {"lasot": 200, "got10k": 15, "trackingnet": 25, "synthetic": 2
 
 
 class _FirstN:
-    """The first `n` sequences of a dataset (all when n is None), keeping its protocol name."""
+    """The first `n` sequences of a dataset (all when n is None), keeping its protocol name and root."""
 
     def __init__(self, dataset: Any, n: Optional[int]):
         self.dataset, self.name = dataset, getattr(dataset, "name", "")
+        self.root = getattr(dataset, "root", None)
         self.n = len(dataset) if n is None else min(n, len(dataset))
 
     def __len__(self) -> int:
@@ -28,15 +29,33 @@ class _FirstN:
             raise IndexError(i)
         return self.dataset[i]
 
+    @property
+    def names(self) -> Optional[list[str]]:
+        """The reader's sequence names without loading them (None: the dataset lists none)."""
+        names = getattr(self.dataset, "names", None)
+        return names[: self.n] if isinstance(names, list) else None
 
-def _tracker_factory(spec: str, dataset_name: str, update_interval: Optional[int], device: str, compile_: bool = False):
-    """Zero-argument factory of fresh trackers for MODEL (a baseline name or a MixFormerV2 model); the
-    model is prepared (prepacked or compiled) once and shared by every tracker."""
-    from distilkit.eval.baselines import BASELINES, make_baseline
 
-    if spec.lower() in BASELINES:
-        make_baseline(spec)  # fail now (e.g. OpenCV missing), not inside the loop
-        return lambda: make_baseline(spec)
+def _plain_name(label: str, what: str) -> str:
+    """`label` if it can name a results folder <out>/<label>: no path separators, not '', '.' or '..'."""
+    if label in ("", ".", "..") or "/" in label or "\\" in label:
+        raise DistilkitError(f"{what} {label!r} must be a plain name (no '/', '\\', '.' or '..'): "
+                             "it names the results folder <out>/<name>")
+    return label
+
+
+def _check_baselines(names: list[str]) -> None:
+    """--baseline takes baseline trackers only (not models), checked before anything is built."""
+    from distilkit.eval.baselines import BASELINES
+
+    for b in names:
+        if b.lower() not in BASELINES:
+            raise DistilkitError(f"--baseline {b!r} is not a baseline; expected one of {', '.join(BASELINES)}")
+
+
+def _prepare_model(spec: str, device: str, compile_: bool = False) -> Any:
+    """The MixFormerV2 model MODEL names, built or loaded and prepared (prepacked or compiled) once, so
+    every dataset and sequence tracks with the same model (random weights included)."""
     from distilkit.commands.models import distilkit_model_names, resolve_model
     from distilkit.trackers.mixformerv2 import MixFormerV2, MixFormerV2Tracker
 
@@ -50,7 +69,6 @@ def _tracker_factory(spec: str, dataset_name: str, update_interval: Optional[int
             f"note: {spec!r} is an architecture name, so its weights are random (untrained); pass a directory "
             "written by distilkit.io.save or distilkit prune (e.g. runs/mixformerv2-s/score/model) to evaluate trained weights"
         )
-    interval = update_interval or UPDATE_INTERVAL.get(dataset_name, 200)
     prepared = MixFormerV2Tracker(model, device=device, compile=compile_).model
     if compile_:  # compile now: seconds of one-off work must not count as tracking time (FPS)
         import numpy as np
@@ -58,7 +76,23 @@ def _tracker_factory(spec: str, dataset_name: str, update_interval: Optional[int
         size = prepared.config.search_size
         MixFormerV2Tracker(prepared, device=device, prepack=False).initialize(
             np.zeros((size, size, 3), np.uint8), np.array([size / 4, size / 4, size / 2, size / 2]))
-    return lambda: MixFormerV2Tracker(prepared, update_interval=interval, device=device, prepack=False)
+    return prepared
+
+
+def _tracker_factory(spec: str, dataset_name: str, update_interval: Optional[int], device: str,
+                     compile_: bool = False, prepared: Any = None):
+    """Zero-argument factory of fresh trackers (one per sequence: a tracker holds per-sequence state) for
+    MODEL, a baseline name or a MixFormerV2 model; `prepared` (from `_prepare_model`) shares one model."""
+    from distilkit.eval.baselines import BASELINES, make_baseline
+
+    if spec.lower() in BASELINES:
+        make_baseline(spec)  # fail now (e.g. OpenCV missing), not inside the loop
+        return lambda: make_baseline(spec)
+    from distilkit.trackers.mixformerv2 import MixFormerV2Tracker
+
+    model = prepared if prepared is not None else _prepare_model(spec, device, compile_)
+    interval = update_interval or UPDATE_INTERVAL.get(dataset_name, 200)
+    return lambda: MixFormerV2Tracker(model, update_interval=interval, device=device, prepack=False)
 
 
 def _compare_folders(paths: list[Path]) -> list[Any]:
@@ -111,24 +145,33 @@ def eval_command(
     from rich.console import Console
 
     from distilkit.data import load_datasets
-    from distilkit.eval.evaluate import combine_results, evaluate, plot_success
+    from distilkit.eval.baselines import BASELINES
+    from distilkit.eval.evaluate import check_unique_names, combine_results, evaluate, plot_success
 
     from distilkit.recipes.distributed import check_device
 
     check_device(device)
+    _check_baselines(list(baseline or []))
+    specs = [model, *dict.fromkeys(b.lower() for b in baseline or [] if b.lower() != model.lower())]
+    labels = [_plain_name(name, "--name") if name is not None
+              else _plain_name(Path(model).name or model, "tracker label (from MODEL; set --name)"), *specs[1:]]
+    if labels[0] in labels[1:]:
+        raise DistilkitError(f"tracker label {labels[0]!r} is also a --baseline: set another --name")
     compared = _compare_folders(list(compare or []))
     if out is not None:  # fail before tracking anything, not when saving at the end
         from distilkit.io import make_output_dir
 
         make_output_dir(out, f"--out {out}")
     datasets = [_FirstN(d, sequences) for d in load_datasets(data, split="test")]
-    specs = [model, *[b for b in (baseline or []) if b.lower() != model.lower()]]
-    labels = [name or Path(model).name or model, *specs[1:]]
+    check_unique_names(datasets)  # before tracking: one name would overwrite the other's result files
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
-    factories = {(spec, d.name): _tracker_factory(spec, d.name, update_interval, device, compile_) for spec in specs for d in datasets}
+    # one model per MODEL, shared by every dataset (not one random or reloaded model per dataset)
+    prepared = {spec: _prepare_model(spec, device, compile_) for spec in specs if spec.lower() not in BASELINES}
+    factories = {(spec, d.name): _tracker_factory(spec, d.name, update_interval, device, prepared=prepared.get(spec))
+                 for spec in specs for d in datasets}
     console = Console()
     rows = []
     for spec, label in zip(specs, labels):

@@ -26,14 +26,27 @@ def _existing_dir(root: str | os.PathLike, what: str) -> Path:
     return path
 
 
-def _frame_files(folder: Path) -> list[str]:
-    """Image files of a sequence (as str: light for long videos), numeric order of stems (1 < 2 < 10)."""
+def _frame_files(folder: Path, first: int = 1) -> list[str]:
+    """Image files of a sequence (as str: light for long videos) in numeric order (1 < 2 < 10), numbered
+    `first`, `first`+1, ... without gaps: annotation lines are matched to frames by position.
+
+    Hidden files (macOS `._00000001.jpg` AppleDouble files) are not frames and are skipped.
+    """
     if not folder.is_dir():
         raise DistilkitError(f"frame directory not found: {folder}")
-    files = [p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES]
+    files = [p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith(".")]
     if not files:
         raise DistilkitError(f"no frames (.jpg/.png) in {folder}")
-    files.sort(key=lambda p: (int(p.stem) if p.stem.isdigit() else float("inf"), p.name))
+    unnumbered = [p.name for p in files if not p.stem.isdigit()]
+    if unnumbered:
+        raise DistilkitError(f"{folder}: frame file {sorted(unnumbered)[0]!r} is not numbered like the other frames")
+    files.sort(key=lambda p: (int(p.stem), p.name))
+    for expected, path in enumerate(files, start=first):
+        number = int(path.stem)
+        if number != expected:
+            problem = f"frame {expected} is missing" if number > expected else f"frame {number} appears twice"
+            raise DistilkitError(f"{folder}: {problem} (frames must be numbered {first}, {first + 1}, ... "
+                                 "without gaps: annotation lines are matched to frames in order)")
     return [str(p) for p in files]
 
 
@@ -50,7 +63,15 @@ def _pad_boxes(boxes: np.ndarray, n: int) -> np.ndarray:
 
 
 def _read_list(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    """Sequence names of a split list file (one per line); an empty list is an error naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DistilkitError(f"cannot read sequence list {path}: {err}") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise DistilkitError(f"{path}: the sequence list is empty")
+    return names
 
 
 class _Reader:
@@ -80,6 +101,8 @@ class _Reader:
         missing = sorted(set(sequences) - set(found))
         if missing:
             raise DistilkitError(f"{self.name}: sequence(s) not found under {where}: {', '.join(missing[:5])}")
+        if not sequences:
+            raise DistilkitError(f"{self.name}: no sequences selected under {where}")
         return list(sequences)
 
     def __repr__(self) -> str:
@@ -209,7 +232,7 @@ class TrackingNet(_Reader):
 
     def _load(self, name: str) -> Sequence:
         chunk = self._chunk_of[name]
-        frames = _frame_files(chunk / "frames" / name)
+        frames = _frame_files(chunk / "frames" / name, first=0)
         gt = chunk / "anno" / f"{name}.txt"
         boxes = read_boxes(gt)
         _check_rows(gt, len(boxes), len(frames), allow_first_only=chunk.name == "TEST")

@@ -82,14 +82,20 @@ def read_boxes(path: Path) -> np.ndarray:
 
 
 def read_flags(path: Path, allowed: range | None = None) -> np.ndarray:
-    """Parse integer flags, one per line or comma-separated (LaSOT style) -> (N,) int array."""
+    """Parse integer flags, one per line or comma-separated (LaSOT style) -> (N,) int array.
+
+    A fractional flag (0.5) is an error, not truncated to 0; an integral float (1.0) is accepted.
+    """
     values = []
     for lineno, line in enumerate(_read_lines(path), start=1):
         for part in line.replace(",", " ").split():
             try:
-                value = int(float(part))
+                number = float(part)
             except ValueError:
-                raise DistilkitError(f"{path}:{lineno}: expected an integer flag, got {part[:30]!r}") from None
+                number = float("nan")
+            if not number.is_integer():
+                raise DistilkitError(f"{path}:{lineno}: expected an integer flag, got {part[:30]!r}")
+            value = int(number)
             if allowed is not None and value not in allowed:
                 raise DistilkitError(f"{path}:{lineno}: flag {value} outside {allowed.start}..{allowed.stop - 1}")
             values.append(value)
@@ -98,7 +104,7 @@ def read_flags(path: Path, allowed: range | None = None) -> np.ndarray:
 
 def _read_lines(path: Path) -> list[str]:
     try:
-        return Path(path).read_text().splitlines()
+        return Path(path).read_text(encoding="utf-8-sig").splitlines()  # a BOM (Windows editors) is not data
     except FileNotFoundError:
         raise DistilkitError(f"annotation file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as err:

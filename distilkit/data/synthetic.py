@@ -256,6 +256,14 @@ class SyntheticTracking:
     def __len__(self) -> int:
         return self.num_sequences
 
+    @property
+    def names(self) -> list[str]:
+        """Sequence names, in order, without building any sequence (as the benchmark readers have)."""
+        return [self._name(i) for i in range(len(self))]
+
+    def _name(self, i: int) -> str:
+        return f"synthetic-{self.split}-{i:04d}"
+
     def __repr__(self) -> str:
         return (f"SyntheticTracking(num_sequences={self.num_sequences}, length={self.length}, seed={self.seed}, "
                 f"image_size={self.image_size}, split={self.split!r})")
@@ -264,7 +272,7 @@ class SyntheticTracking:
         if not -len(self) <= i < len(self):
             raise IndexError(f"sequence index {i} out of range for {len(self)} sequences")
         i %= len(self)
-        name = f"synthetic-{self.split}-{i:04d}"
+        name = self._name(i)
         if self.cache_dir is not None:
             return self._cached(i, name)
         scene = self.scene(i)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -75,6 +76,11 @@ def combine_results(parts: list[Results], name: str | None = None) -> Results:
     seqs = [s for r in parts for s in r.sequences]
     if not seqs:
         raise DistilkitError("no sequences to combine")
+    names = Counter(s.name for s in seqs)
+    twice = [n for n, c in names.items() if c > 1]
+    if twice:
+        raise DistilkitError(f"sequence {twice[0]!r} is in more than one of the results to combine: "
+                             "results are saved by sequence name")
     return _summarize_into(Results(name=name or parts[0].name, sequences=seqs))
 
 
@@ -84,6 +90,9 @@ def _summarize_into(results: Results) -> Results:
     if scores:
         results.overall = summarize(scores)
         results.success_curve = np.mean([s.success for s in scores], axis=0)
+    elif all(len(s.boxes) < 2 for s in results.sequences):
+        results.overall = {"sequences": 0, "frames": 0,
+                           "note": "every sequence has a single frame (the init box): nothing to score"}
     else:
         results.overall = {"sequences": 0, "frames": 0,
                            "note": "no ground truth beyond frame 0 (test split): submit the result files to the server"}
@@ -92,26 +101,86 @@ def _summarize_into(results: Results) -> Results:
 
 
 def load_results(path: str | os.PathLike) -> Results:
-    """Read a results folder written by `Results.save` (its summary.json) for comparison and plots."""
+    """Read a results folder written by `Results.save` (its summary.json) for comparison and plots.
+
+    Types are checked here, so a hand-edited or foreign summary is one error naming file and key.
+    """
     folder = Path(path)
     file = folder / SUMMARY_FILE if folder.is_dir() else folder
     try:
         data = json.loads(file.read_text())
-        rates = data["success_curve"]["rates"]
-        overall = dict(data["overall"])
-        name = data["tracker"]
     except FileNotFoundError:
         raise DistilkitError(f"no {SUMMARY_FILE} in {folder}: not a distilkit eval results folder") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DistilkitError(f"{file}: not a distilkit eval summary ({err})") from None
-    return Results(name=name, overall=overall, out_dir=file.parent,
-                   success_curve=None if rates is None else np.asarray(rates, dtype=np.float64))
+    name = _summary_field(data, file, "tracker", str, "a string")
+    overall = _summary_field(data, file, "overall", dict, "an object")
+    for key, value in overall.items():
+        if key != "note" and value is not None and not _is_number(value):
+            raise DistilkitError(f"{file}: overall.{key} must be a number, got {json.dumps(value)[:40]}")
+    curve = _summary_field(data, file, "success_curve", dict, "an object")
+    rates = _summary_field(curve, file, "rates", (list, type(None)), "a list or null", "success_curve.")
+    return Results(name=name, overall=dict(overall), out_dir=file.parent,
+                   success_curve=None if rates is None else _check_rates(rates, file))
+
+
+def _summary_field(data: Any, file: Path, key: str, kind: type | tuple[type, ...], what: str, prefix: str = "") -> Any:
+    """`data[key]`, which must exist and be of `kind` (`what` in words), else an error naming file and key."""
+    if not isinstance(data, dict) or key not in data:
+        raise DistilkitError(f"{file}: not a distilkit eval summary (no {prefix}{key!r})")
+    if not isinstance(data[key], kind):
+        raise DistilkitError(f"{file}: {prefix}{key} must be {what}, got {json.dumps(data[key])[:40]}")
+    return data[key]
+
+
+def _is_number(value: Any) -> bool:
+    """A JSON number (NaN included: fps may be NaN); True/False are ints in Python but not numbers here."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_rates(rates: list, file: Path) -> np.ndarray:
+    """The overall success curve: one finite rate in 0..1 per overlap threshold."""
+    if len(rates) != len(OVERLAP_THRESHOLDS) or not all(_is_number(r) and 0 <= r <= 1 for r in rates):
+        raise DistilkitError(f"{file}: success_curve.rates must be {len(OVERLAP_THRESHOLDS)} numbers in 0..1 "
+                             f"(one per overlap threshold), got {str(rates)[:60]}")
+    return np.asarray(rates, dtype=np.float64)
 
 
 def _sequences(dataset) -> Iterable[Sequence]:
     if isinstance(dataset, Sequence):
         return [dataset]
     return (dataset[i] for i in range(len(dataset)))
+
+
+def check_unique_names(datasets: list) -> None:
+    """Refuse a sequence name found twice (in one dataset or two): result files and summary entries are
+    keyed by name, so one would silently overwrite the other. Cheap: readers' `names` are used unloaded."""
+    seen: dict[str, int] = {}
+    for k, dataset in enumerate(datasets):
+        for name in _names(dataset):
+            if name not in seen:
+                seen[name] = k
+            elif seen[name] == k:
+                raise DistilkitError(f"sequence {name!r} appears twice in {_describe(dataset, k, len(datasets))}: "
+                                     "results are saved by sequence name")
+            else:
+                first = _describe(datasets[seen[name]], seen[name], len(datasets))
+                raise DistilkitError(f"sequence {name!r} is in both {first} and {_describe(dataset, k, len(datasets))}: "
+                                     "results are saved by sequence name, so evaluate them separately")
+
+
+def _names(dataset) -> list[str]:
+    """Sequence names of a dataset or Sequence: a reader's `names` list, else each sequence's name."""
+    names = getattr(dataset, "names", None)
+    return names if isinstance(names, list) else [s.name for s in _sequences(dataset)]
+
+
+def _describe(dataset, index: int, count: int) -> str:
+    """How a dataset is named in messages: its kind and root when it has them, and its position among several."""
+    kind = getattr(dataset, "name", "") if not isinstance(dataset, (Sequence, list)) else ""
+    root = getattr(dataset, "root", None)
+    label = f"{kind}:{root}" if kind and root is not None else kind or "the sequences"
+    return f"dataset {index + 1} ({label})" if count > 1 else label
 
 
 def evaluate(
@@ -138,6 +207,7 @@ def evaluate(
         raise DistilkitError(f"{type(tracker_or_factory).__name__} is neither a tracker (initialize/track) nor a factory")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    check_unique_names([dataset])
     total = len(dataset) if not isinstance(dataset, Sequence) else 1
     results = Results(name=name)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

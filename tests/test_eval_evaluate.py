@@ -148,6 +148,10 @@ def test_cli_eval_constant_on_synthetic(tmp_path):
                                 "--out", str(tmp_path / "run2")])
     assert again.exit_code == 0, again.output
     assert again.output.count("│ constant") == 2  # this run and the compared one
+    row = next(line for line in result.output.splitlines() if line.startswith("│ constant")).split("│")
+    o = summary["overall"]
+    assert row[7].strip() == f"{100 * o['got10k_ao']:.1f}" and row[8].strip() == f"{100 * o['got10k_sr50']:.1f}"
+    assert o["got10k_ao"] != o["ao"]  # the table shows the GOT-10k toolkit's AO, not the per-sequence mean
 
 
 def test_cli_eval_errors(tmp_path, capsys):

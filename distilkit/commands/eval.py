@@ -121,8 +121,10 @@ def _table(rows: list[Any], title: str) -> Any:
         o = r.overall
         fps = r.fps if r.sequences else o.get("fps")
         table.add_row(r.name, str(o.get("sequences", "-")), str(o.get("frames", "-")), pct(o.get("auc")),
-                      pct(o.get("precision")), pct(o.get("norm_precision")), pct(o.get("ao")), pct(o.get("sr50")),
+                      pct(o.get("precision")), pct(o.get("norm_precision")), pct(o.get("got10k_ao")), pct(o.get("got10k_sr50")),
                       "-" if fps is None else f"{fps:.1f}")
+    table.caption = ("AUC, P, NP: pytracking (mean over sequences). AO, SR0.5: GOT-10k toolkit (frames after the "
+                     "first with valid ground truth, pooled over sequences); per-sequence means are in summary.json")
     return table
 
 

@@ -246,6 +246,7 @@ def test_bad_checkpoints_raise(tmp_path: Path) -> None:
     with pytest.raises(DistilkitError, match=r"none of its 1 tensors matches a key of the model \(first: \['classifier.weight'\]\)"):
         load_official_checkpoint(model, path)
     torch.save({"net": Path("x")}, path)  # weights_only refuses pickled objects: the error stays one line
-    with pytest.raises(DistilkitError, match="cannot read checkpoint .*UnpicklingError") as err:
+    with pytest.raises(DistilkitError, match="cannot read checkpoint .*holds pickled objects, which are never loaded") as err:
         load_official_checkpoint(model, path)
     assert "\n" not in str(err.value) and "\x1b" not in str(err.value)
+    assert "weights_only" not in str(err.value)  # torch's advice to switch the safety off is not passed on

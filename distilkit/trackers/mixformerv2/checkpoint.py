@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,10 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise DistilkitError(f"checkpoint {path} is an empty file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt/pickled files
+    except pickle.UnpicklingError as exc:  # torch's message suggests weights_only=False: never here
+        raise DistilkitError(f"cannot read checkpoint {path}: not a file of plain tensors (corrupt, or it holds pickled "
+                             "objects, which are never loaded because that could run code from the file)") from exc
+    except Exception as exc:  # torch raises many types for corrupt files
         first = (re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines() or ["(no message)"])[0]  # one plain line
         raise DistilkitError(f"cannot read checkpoint {path}: {type(exc).__name__}: {first}") from exc
     for key in _CONTAINER_KEYS:

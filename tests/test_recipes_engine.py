@@ -6,11 +6,13 @@ import json
 import math
 import os
 import random
+import re
 
 import numpy as np
 import pytest
 import torch
 
+import distilkit.io as dio
 from distilkit.errors import DistilkitError
 from distilkit.recipes import load_recipe
 from distilkit.recipes.losses import StageLoss, native_side_probs, resample_bins
@@ -139,3 +141,100 @@ def test_out_dir_rules(tmp_path):
     assert sorted(os.listdir(out)) == ["mine.txt"]  # only the run's own files go
     with pytest.raises(DistilkitError, match="not empty and holds no distilkit run"):
         prepare_out_dir(out, recipe, ident, resume=False, force=True)
+
+
+def _tiny_variant(tmp_path, edit) -> str:
+    import yaml
+
+    data = yaml.safe_load(open(TINY, encoding="utf-8"))
+    edit(data)
+    path = tmp_path / "variant.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(path)
+
+
+def _line_of(path: str, needle: str) -> int:
+    return next(i for i, line in enumerate(open(path, encoding="utf-8"), 1) if needle in line)
+
+
+def _no_kl_before(d, stage):
+    d["stages"][stage]["losses"].pop("kl")
+
+
+@pytest.mark.parametrize("edit, needle, key, message", [
+    (lambda d: d["stages"][2].update(remove=[0, 19]), "remove:", "stages[2].remove", "cannot remove layer(s) [19] of a 12-layer model"),
+    (lambda d: (d["stages"][3].pop("keep"), d["stages"][3].update(keep=20)), "keep: 20", "stages[3].keep",
+     "cannot keep 20 layers of a 8-layer model"),
+    (lambda d: d["stages"][2].update(feature_pairs=[[2, 2], [12, 12]]), "feature_pairs", "stages[2].feature_pairs",
+     "feature pair [12, 12] is outside the 12-layer student"),
+    (lambda d: d["stages"][4].update(mlp_ratio=8.0), "mlp_ratio: 8.0", "stages[4].mlp_ratio",
+     "MLP ratio 8 is wider than the previous result's 4; width pruning only shrinks"),
+    # a depth stage straight after the corner-head teacher: its student has a corner head
+    (lambda d: d["stages"].pop(1) and d["budgets"]["tiny"]["stages"].pop("dense-to-sparse"), "kl: 5.0", "stages[1].losses.kl",
+     "the 'kl' loss needs a student with a T4 head"),
+    (lambda d: (d["stages"].pop(1), d["budgets"]["tiny"]["stages"].pop("dense-to-sparse"), _no_kl_before(d, 1)), "attn: 1.0",
+     "budgets.tiny.stages.pmdp-8.losses.attn", "the 'attn' loss needs a student with a T4 head"),
+    (lambda d: d["budgets"]["tiny"]["eval"].update(tracker={"update_interval": 0}), "tracker:", "budgets.tiny.eval.tracker",
+     "update_interval must be >= 1, got 0"),
+])
+def test_plan_reports_route_problems_at_their_recipe_key(tmp_path, edit, needle, key, message):
+    from distilkit.recipes import plan
+
+    path = _tiny_variant(tmp_path, edit)
+    with pytest.raises(DistilkitError) as err:
+        plan(load_recipe(path), "tiny", macs=False)
+    assert str(err.value).startswith(f"{path}:{_line_of(path, needle)}: {key}: "), str(err.value)
+    assert message in str(err.value)
+
+
+def test_default_budget_and_synthetic_spec_ignore_letter_case():
+    from distilkit.recipes.runner import datasets_for, default_budget
+
+    s = load_recipe("mixformerv2-s")
+    assert [default_budget(s, d) for d in ("synthetic", "Synthetic", " SYNTHETIC:5,synthetic", "synthetic,got10k:/x")] == \
+        ["demo", "demo", "demo", "paper"]
+    demo = s.budget("demo")
+    (train,) = datasets_for("Synthetic:3", demo, "train")
+    assert len(train) == 3 and len(train[0]) == demo.synthetic.length  # the budget's sizes, not the library default
+
+
+def _trackingnet(root, chunk: str, annotated_frames: int):
+    from PIL import Image
+
+    for name in ("a", "b"):
+        frames = root / chunk / "frames" / name
+        frames.mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (64, 48)).save(frames / f"{i}.jpg")
+        (root / chunk / "anno").mkdir(exist_ok=True)
+        (root / chunk / "anno" / f"{name}.txt").write_text("10,10,20,20\n" * annotated_frames)
+
+
+def test_data_without_ground_truth_beyond_frame_0_is_refused(tmp_path):
+    from distilkit.recipes.runner import datasets_for
+
+    budget = load_recipe(TINY).budget("tiny")
+    test_only = tmp_path / "tn"
+    _trackingnet(test_only, "TEST", annotated_frames=1)
+    with pytest.raises(DistilkitError, match=re.escape(f"--eval-data trackingnet:{test_only}: no sequence has ground truth beyond frame 0")):
+        datasets_for(f"trackingnet:{test_only}", budget, "test")
+    with pytest.raises(DistilkitError, match=re.escape(f"--data trackingnet:{test_only}: no sequence has ground truth")):
+        datasets_for(f"trackingnet:{test_only}", budget, "train")  # no TRAIN_k chunks: the reader falls back to TEST
+    labelled = tmp_path / "tn2"
+    _trackingnet(labelled, "TRAIN_0", annotated_frames=4)
+    (train,) = datasets_for(f"trackingnet:{labelled}", budget, "train")
+    assert len(train) == 2
+
+
+def test_teacher_checkpoint_with_another_head_is_refused(tmp_path):
+    from distilkit.recipes.models import build_stage_model, load_teacher
+
+    recipe = load_recipe(TINY)
+    budget = recipe.budget("tiny")
+    t4 = build_stage_model(recipe.stages[1], budget)  # the dense-to-sparse stage's T4 model
+    dio.save(t4, str(tmp_path / "t4"))
+    with pytest.raises(DistilkitError, match=re.escape(f"--teacher {tmp_path / 't4'}: a 't4'-head model, but stage 'teacher' builds "
+                                                       "mixvit-b-corner-tiny with a 'corner' head")):
+        load_teacher(str(tmp_path / "t4"), recipe.stages[0], budget)
+    dio.save(build_stage_model(recipe.stages[0], budget), str(tmp_path / "corner"))
+    assert load_teacher(str(tmp_path / "corner"), recipe.stages[0], budget).config.head == "corner"

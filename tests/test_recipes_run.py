@@ -139,6 +139,8 @@ def test_bad_inputs_fail_before_training(tmp_path, capsys):
     out = str(tmp_path / "run")
     assert _cli(ARGS + ["--out", out, "--data", f"got10k:{tmp_path / 'nope'}"]) == 2
     assert "dataset directory not found" in capsys.readouterr().err
+    assert _cli(ARGS + ["--out", out, "--data", "foo:bar"]) == 2  # the kind is wrong, not the directory
+    assert "unknown dataset 'foo'" in capsys.readouterr().err
     bad = tmp_path / "teacher.pth.tar"
     bad.write_bytes(b"not a checkpoint")
     assert _cli(ARGS + ["--out", out, "--teacher", str(bad)]) == 2
@@ -173,10 +175,29 @@ def test_bad_inputs_fail_before_training(tmp_path, capsys):
     assert not os.path.exists(out)
 
 
+def test_recipe_mistakes_fail_before_anything_trains(tmp_path, capsys):
+    """Problems only the models reveal (a layer a 12-layer model lacks, kl on a corner-head student) are found by
+    planning, which every run does first: one line naming file, line and key; no output directory."""
+    import yaml
+
+    data = yaml.safe_load(open(TINY, encoding="utf-8"))
+    data["stages"][2]["remove"] = [0, 19]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    out = tmp_path / "run"
+    assert _cli(["prune", "--recipe", str(path), "--budget", "tiny", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    line = next(i for i, text in enumerate(open(path, encoding="utf-8"), 1) if "remove:" in text)
+    assert f"{path}:{line}: stages[2].remove: stage 'pmdp-8': cannot remove layer(s) [19] of a 12-layer model" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
 def test_teacher_from_a_saved_model(tiny_run, tmp_path):
+    """Also: --resume where there is nothing to resume says so and starts afresh."""
     out = str(tmp_path / "run")
     teacher = os.path.join(tiny_run, "teacher", "model")
-    assert _cli(ARGS + ["--out", out, "--teacher", teacher]) == 0
+    assert _cli(ARGS + ["--out", out, "--teacher", teacher, "--resume"]) == 0
+    assert f"--resume: nothing to resume in {out} (no earlier run there); starting a fresh run" in open(os.path.join(out, "prune.log")).read()
     row = json.load(open(os.path.join(out, "teacher", "metrics.json")))
     assert row["source"] == teacher and row["seconds"] == 0.0
     assert _weights(out, "teacher").keys() == _weights(tiny_run, "teacher").keys()

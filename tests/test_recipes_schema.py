@@ -154,3 +154,100 @@ def test_paper_routes_end_at_the_official_model_sizes():
     b = plan(load_recipe("mixformerv2-b"), "paper", macs=False)
     assert b[0]["params"] == 98_403_894  # MixViT-B with Py-Corner head at 288/128
     assert b[-1]["params"] == 58_855_201 and b[-1]["depth"] == 8
+
+
+def _located(tmp_path, edit, key: str, message: str) -> None:
+    """The edited recipe fails with `file:line: key: message`, the line being the key's (or its mapping's)."""
+    path = _variant(tmp_path, edit)
+    with pytest.raises(DistilkitError) as err:
+        load_recipe(path)
+    head, _, rest = str(err.value).partition(": ")
+    assert head.startswith(f"{path}:") and head[len(path) + 1:].isdigit(), str(err.value)
+    assert rest.startswith(f"{key}: ") and message in rest, str(err.value)
+
+
+def _budget(**changes):
+    return lambda d: d["budgets"]["tiny"].update(changes)
+
+
+def _optimizer(**changes):
+    return lambda d: d["budgets"]["tiny"]["optimizer"].update(changes)
+
+
+@pytest.mark.parametrize("edit, key, message", [
+    (lambda d: d["stages"][1]["losses"].update(kl=float("nan")), "stages[1].losses", "loss weight for 'kl' must be >= 0, got nan"),
+    (lambda d: d["budgets"]["tiny"]["stages"]["pmdp-8"]["losses"].update(attn=float("inf")), "budgets.tiny.stages.pmdp-8.losses",
+     "must be >= 0, got inf"),
+    (_optimizer(lr=float("nan")), "budgets.tiny.optimizer.lr", "must be > 0, got nan"),
+    (_optimizer(grad_clip=-1.0), "budgets.tiny.optimizer.grad_clip", "must be >= 0, got -1.0"),
+    (_optimizer(weight_decay=-1e-4), "budgets.tiny.optimizer.weight_decay", "must be >= 0"),
+    (_optimizer(lr_drop_factor=-0.1), "budgets.tiny.optimizer.lr_drop_factor", "must be >= 0"),
+    (_optimizer(warmup_steps=-5), "budgets.tiny.optimizer.warmup_steps", "must be >= 0, got -5"),
+    (_optimizer(lr_drop_at=float("nan")), "budgets.tiny.optimizer.lr_drop_at", "must be in (0, 1], got nan"),
+    (_budget(checkpoint_every=-1), "budgets.tiny.checkpoint_every", "must be >= 0"),
+    (_budget(max_gap=-1), "budgets.tiny.max_gap", "must be >= 0"),
+    (_budget(workers=-1), "budgets.tiny.workers", "must be >= 0"),
+    (_budget(center_jitter=-2.0), "budgets.tiny.center_jitter", "must be >= 0"),
+    (_budget(search_factor=0), "budgets.tiny.search_factor", "must be > 0, got 0.0"),
+    (_budget(threads=0), "budgets.tiny.threads", "must be >= 1, got 0"),
+    (_budget(negative_prob=float("nan")), "budgets.tiny.negative_prob", "must be in [0, 1), got nan"),
+    (_budget(eval={"latency_threads": 0}), "budgets.tiny.eval.latency_threads", "must be >= 1, got 0"),
+    (lambda d: d["budgets"]["tiny"]["stages"]["pmdp-8"].update(samples_per_epoch=0), "budgets.tiny.stages.pmdp-8.samples_per_epoch",
+     "must be >= 1, got 0"),
+    (lambda d: d["budgets"]["tiny"]["stages"]["pmdp-8"].update(lr=float("nan")), "budgets.tiny.stages.pmdp-8.lr", "must be > 0"),
+    (lambda d: d["budgets"]["tiny"]["stages"]["pmdp-8"].update(m=float("nan")), "budgets.tiny.stages.pmdp-8.m", "must be >= 0, got nan"),
+    (lambda d: d["stages"][2].update(schedule={"kind": "step", "steps": 0}), "stages[2].schedule.steps", "must be >= 1, got 0"),
+    (lambda d: d["stages"][2].update(schedule={"offset": float("nan")}), "stages[2].schedule.offset", "must be a finite number"),
+    (lambda d: d["stages"][3].update(keep=0), "stages[3].keep", "keeps at least one layer, got 0"),
+    (lambda d: d["stages"][4].update(mlp_ratio=float("nan")), "stages[4].mlp_ratio", "positive target 'mlp_ratio'"),
+])
+def test_numbers_are_finite_and_in_range(tmp_path, edit, key, message):
+    _located(tmp_path, edit, key, message)
+
+
+@pytest.mark.parametrize("edit, key, message", [
+    (lambda d: d["stages"][1].update(model="mixformerv9"), "stages[1].model", "unknown model 'mixformerv9'; expected one of"),
+    (_budget(model_suffix="-small"), "budgets.tiny.model_suffix", "no model 'mixvit-b-corner-small' for stage 'teacher'"),
+    (lambda d: d["stages"][1].update(overrides={"dpth": 4}), "stages[1].overrides.dpth", "unknown MixFormerV2Config field"),
+    (lambda d: d["stages"][1].update(overrides={"depth": "twelve"}), "stages[1].overrides.depth", "expected an integer, got str 'twelve'"),
+    (lambda d: d["stages"][1].update(overrides={"mlp_ratio": float("nan")}), "stages[1].overrides.mlp_ratio", "must be a finite number"),
+    (lambda d: d["budgets"]["tiny"]["model_overrides"].update(bins="many"), "budgets.tiny.model_overrides.bins", "expected an integer"),
+    (lambda d: d["budgets"]["tiny"]["model_overrides"].update(hidden=8), "budgets.tiny.model_overrides.hidden", "unknown MixFormerV2Config field"),
+    (lambda d: d["budgets"]["tiny"]["model_overrides"].update(num_heads=3), "stages[0].model", "budget 'tiny': embed_dim 32 is not divisible"),
+    (_budget(eval={"tracker": {"bogus": 3}}), "budgets.tiny.eval.tracker.bogus",
+     "unknown MixFormerV2Tracker option; expected one of ['compile', 'prepack', 'score_threshold', 'update_interval']"),
+    (_budget(eval={"tracker": {"device": "cpu"}}), "budgets.tiny.eval.tracker.device", "unknown MixFormerV2Tracker option"),
+    (_budget(eval={"tracker": {"update_interval": "often"}}), "budgets.tiny.eval.tracker.update_interval", "expected an integer"),
+])
+def test_models_overrides_and_tracker_options_are_checked_at_load(tmp_path, edit, key, message):
+    _located(tmp_path, edit, key, message)
+
+
+def test_override_and_tracker_values_keep_their_types(tmp_path):
+    def edit(d):
+        d["stages"][1]["overrides"] = {"mlp_ratio": 4}
+        d["budgets"]["tiny"]["eval"]["tracker"] = {"score_threshold": 1, "update_interval": 10}
+
+    recipe = load_recipe(_variant(tmp_path, edit))
+    assert recipe.stages[1].overrides == {"mlp_ratio": 4.0} and isinstance(recipe.stages[1].overrides["mlp_ratio"], float)
+    assert recipe.budget("tiny").eval.tracker == {"score_threshold": 1.0, "update_interval": 10}
+
+
+def test_exponent_numbers_are_numbers(tmp_path):
+    """PyYAML (YAML 1.1) reads an unquoted 1e-3 as a string; recipes read it as YAML 1.2 does."""
+    text = open(TINY, encoding="utf-8").read()
+    assert "optimizer: {lr: 1.0e-3," in text
+    path = tmp_path / "exp.yaml"
+    path.write_text(text.replace("optimizer: {lr: 1.0e-3,", "optimizer: {lr: 1e-3, weight_decay: 1E-4,"))
+    optimizer = load_recipe(str(path)).budget("tiny").optimizer
+    assert optimizer.lr == 1e-3 and optimizer.weight_decay == 1e-4
+    path.write_text(text.replace("optimizer: {lr: 1.0e-3,", "optimizer: {lr: '1e-3',"))
+    with pytest.raises(DistilkitError, match=re.escape("budgets.tiny.optimizer.lr: expected a number, got str '1e-3'")):
+        load_recipe(str(path))
+
+
+def test_recipe_that_is_not_utf8(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(open(TINY, "rb").read().replace(b"description: mixformerv2-s", "description: café".encode("latin-1")))
+    with pytest.raises(DistilkitError, match=re.escape(f"{path}:3: not UTF-8 text (byte 0xe9)")):
+        load_recipe(str(path))

@@ -49,6 +49,20 @@ def native_side_probs(teacher_out: dict[str, Any]) -> torch.Tensor:
     raise DistilkitError("the KL and attn losses need a teacher with a T4 head (side_logits) or a corner head (corner_logits)")
 
 
+#: Loss parts that read outputs only a T4 student has: `kl` its side logits, `attn` its prediction-token attention.
+#: (Every teacher head gives the side distributions they are compared with: T4 side logits or corner heatmaps.)
+T4_STUDENT_LOSSES = ("kl", "attn")
+
+
+def head_problem(weights: dict[str, float], student_head: str) -> Optional[tuple[str, str]]:
+    """(loss, why) for the first loss part the student's head cannot serve, or None; checked when a run is planned."""
+    for loss in T4_STUDENT_LOSSES:
+        if weights.get(loss) and student_head != "t4":
+            return loss, (f"the {loss!r} loss needs a student with a T4 head (side_logits, prediction tokens), but this "
+                          f"stage trains a {student_head!r}-head model; {' and '.join(T4_STUDENT_LOSSES)} need a T4 student")
+    return None
+
+
 class StageLoss:
     """Callable (student_out, teacher_out, batch) → (total, {part: value}) for one stage's loss weights.
 

@@ -11,7 +11,8 @@ from torch import nn
 import distilkit.io as dio
 from distilkit.errors import DistilkitError
 from distilkit.recipes.schema import Budget, Stage
-from distilkit.trackers.mixformerv2 import MixFormerV2, build_model, build_model_from_config, load_official_checkpoint
+from distilkit.trackers.mixformerv2 import MixFormerV2, MixFormerV2Config, build_model_from_config, load_official_checkpoint
+from distilkit.trackers.mixformerv2.config import preset
 
 
 def model_name(stage: Stage, budget: Budget) -> str:
@@ -25,11 +26,17 @@ def crop_overrides(budget: Budget) -> dict[str, Any]:
     return {"template_size": budget.template_size, "search_size": budget.search_size, "search_factor": budget.search_factor}
 
 
-def build_stage_model(stage: Stage, budget: Budget) -> MixFormerV2:
-    """Fresh model of a teacher/distill stage, with the budget's overrides (a score head only in score stages)."""
+def stage_config(stage: Stage, budget: Budget) -> MixFormerV2Config:
+    """Config of a teacher/distill stage's model under this budget (a score head only in score stages);
+    building it checks the overrides, so recipes are checked with it before any model exists."""
     overrides = {**budget.model_overrides, **stage.overrides, **crop_overrides(budget)}
     overrides.setdefault("score_head", False)
-    return build_model(model_name(stage, budget), **overrides)
+    return preset(model_name(stage, budget), **overrides)
+
+
+def build_stage_model(stage: Stage, budget: Budget) -> MixFormerV2:
+    """Fresh model of a teacher/distill stage, with the budget's overrides."""
+    return build_model_from_config(stage_config(stage, budget))
 
 
 def init_from_backbone(student: nn.Module, teacher: nn.Module) -> set[str]:
@@ -85,7 +92,12 @@ def load_teacher(path: str, stage: Stage, budget: Budget) -> MixFormerV2:
             )
     else:
         raise DistilkitError(f"--teacher {path}: no such file or directory")
-    cfg = model.config
+    cfg, expected = model.config, stage_config(stage, budget)
+    if cfg.head != expected.head:
+        raise DistilkitError(
+            f"--teacher {path}: a {cfg.head!r}-head model, but stage {stage.name!r} builds {model_name(stage, budget)} "
+            f"with a {expected.head!r} head; give a teacher of that kind (or change the stage's model)"
+        )
     if (cfg.template_size, cfg.search_size) != (budget.template_size, budget.search_size):
         raise DistilkitError(
             f"--teacher {path}: model takes {cfg.template_size}/{cfg.search_size} px template/search crops but "

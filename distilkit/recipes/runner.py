@@ -21,18 +21,19 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 import distilkit
 import distilkit.io as dio
 from distilkit.errors import DistilkitError
 from distilkit.recipes.distributed import Dist, setup, teardown
-from distilkit.recipes.losses import StageLoss
+from distilkit.recipes.losses import StageLoss, head_problem
 from distilkit.recipes.models import describe, example_inputs, load_teacher, model_name
 from distilkit.recipes.progress import RunLog
 from distilkit.recipes.report import REPORT_JSON, build_report, write_json_atomic, write_report
 from distilkit.recipes.schema import Budget, Recipe, Stage, effective_losses, is_stage_name, load_recipe
-from distilkit.recipes.stages import finish_stage, layers_to_remove, setup_stage
+from distilkit.recipes.stages import StageProblem, finish_stage, layers_to_remove, setup_stage
 from distilkit.recipes.state import seed_everything
 from distilkit.recipes.trainer import CHECKPOINT, Trainer, TrainSettings
 
@@ -57,9 +58,14 @@ class PruneOptions:
     device: Optional[str] = None
 
 
+def is_synthetic(part: str) -> bool:
+    """`synthetic` or `synthetic:N` in any letter case, as `distilkit.data.load_datasets` reads it."""
+    return part.partition(":")[0].strip().lower() == "synthetic"
+
+
 def default_budget(recipe: Recipe, data: str) -> str:
     """`demo` for synthetic data, `paper` for real data (when the recipe has them), else its first budget."""
-    want = "demo" if all(p.strip().startswith("synthetic") for p in data.split(",")) else "paper"
+    want = "demo" if all(is_synthetic(p) for p in data.split(",") if p.strip()) else "paper"
     return want if want in recipe.budgets else next(iter(recipe.budgets))
 
 
@@ -73,25 +79,43 @@ def _synthetic(budget: Budget, split: str, count: Optional[int] = None) -> Any:
 
 
 def datasets_for(spec: str, budget: Budget, split: str) -> list[Any]:
-    """Datasets of a `--data` spec; `synthetic` uses the budget's sizes. Paths are checked here, before training."""
+    """Datasets of a `--data` spec; `synthetic` uses the budget's sizes. Paths and ground truth are checked
+    here, before training."""
     from distilkit.data import load_datasets
+    from distilkit.data.spec import SPEC_KINDS
 
+    flag = "--data" if split == "train" else "--eval-data"
     out = []
     for part in (p.strip() for p in spec.split(",")):
         if not part:
             continue
-        kind, _, arg = part.partition(":")
-        if kind == "synthetic":
+        _, _, arg = part.partition(":")
+        if is_synthetic(part):
             if arg and (not arg.isdigit() or int(arg) < 1):
                 raise DistilkitError(f"synthetic:N needs a positive sequence count, got {arg!r}")
             out.append(_synthetic(budget, split, int(arg) if arg else None))
             continue
-        if arg and not os.path.isdir(arg):
-            raise DistilkitError(f"dataset directory not found: {arg} (from --data {part})")
-        out.extend(load_datasets(part, split=split))
+        known = part.partition(":")[0].strip().lower() in SPEC_KINDS  # an unknown kind is load_datasets' to name
+        if known and arg and not os.path.isdir(arg):
+            raise DistilkitError(f"dataset directory not found: {arg} (from {flag} {part})")
+        for dataset in load_datasets(part, split=split):
+            check_ground_truth(dataset, f"{flag} {part}")
+            out.append(dataset)
     if not out:
         raise DistilkitError(f"no datasets in spec {spec!r}")
     return out
+
+
+def check_ground_truth(dataset: Any, where: str) -> None:
+    """Refuse a dataset with no box beyond frame 0 (an unlabelled test split such as TrackingNet TEST):
+    training would sample NaN boxes and evaluation could score nothing. Stops at the first annotated sequence."""
+    for i in range(len(dataset)):
+        boxes = dataset[i].boxes[1:]
+        with np.errstate(invalid="ignore"):
+            if (np.isfinite(boxes).all(1) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)).any():
+                return
+    raise DistilkitError(f"{where}: no sequence has ground truth beyond frame 0 (an unlabelled test split?); "
+                         "give annotated sequences (e.g. TrackingNet TRAIN_k chunks, GOT-10k train/val)")
 
 
 class _Concat:
@@ -239,16 +263,17 @@ def baseline(out: str, eval_set: Any, log: RunLog) -> dict[str, Any]:
 
 # -- plan ------------------------------------------------------------------------------------------
 def plan(recipe: Recipe, budget_name: str, teacher: Optional[Any] = None, macs: bool = True) -> list[dict[str, Any]]:
-    """Each stage's resulting architecture, params and (with `macs`) MACs, from applying the route to untrained models."""
+    """Each stage's resulting architecture, params and (with `macs`) MACs, from applying the route to untrained models.
+
+    Every run plans before it trains: what only the models reveal (a layer the model lacks, a loss its
+    head cannot serve, a tracker option value) is raised here naming the recipe file, line and key.
+    """
     budget = recipe.budget(budget_name)
     rows, previous = [], teacher
-    for stage in recipe.stages:
-        if stage.kind == "teacher" and previous is not None:
-            result = previous
-        else:
-            setup = setup_stage(stage, budget, previous)
-            finish_stage(stage, setup, float(budget.stage(stage.name).epochs))
-            result = setup.student
+    for index, stage in enumerate(recipe.stages):
+        result = _plan_stage(recipe, budget_name, index, previous)
+        if index == 0:
+            _check_tracker(recipe, budget_name, result)
         size = cost(result, budget) if macs else {"params": sum(p.numel() for p in result.parameters()), "macs": None}
         row = {"name": stage.name, "kind": stage.kind, **describe(result), **size,
                "epochs": budget.stage(stage.name).epochs, "losses": effective_losses(stage, budget.stage(stage.name))}
@@ -257,6 +282,41 @@ def plan(recipe: Recipe, budget_name: str, teacher: Optional[Any] = None, macs: 
         rows.append(row)
         previous = result
     return rows
+
+
+def _plan_stage(recipe: Recipe, budget_name: str, index: int, previous: Optional[Any]) -> Any:
+    """Stage `index` applied to the untrained `previous` result; returns its result model."""
+    stage, budget = recipe.stages[index], recipe.budget(budget_name)
+    if stage.kind == "teacher" and previous is not None:
+        return previous
+    entry = budget.stage(stage.name)
+    try:
+        setup = setup_stage(stage, budget, previous)
+        finish_stage(stage, setup, float(entry.epochs))
+    except StageProblem as err:
+        raise recipe.fail(("stages", index, err.key), str(err)) from None
+    except DistilkitError as err:
+        raise recipe.fail(("stages", index), str(err)) from None
+    problem = head_problem(effective_losses(stage, entry), setup.student.config.head)
+    if problem:
+        loss, message = problem
+        in_budget = loss in entry.losses  # added or re-weighted by the budget
+        path = ("budgets", budget_name, "stages", stage.name, "losses", loss) if in_budget else ("stages", index, "losses", loss)
+        raise recipe.fail(path, message)
+    return setup.student
+
+
+def _check_tracker(recipe: Recipe, budget_name: str, model: Any) -> None:
+    """Build the budget's tracker once (neither prepacked nor compiled: cheap) so that its option values
+    are checked by the tracker itself before anything trains."""
+    from distilkit.trackers.mixformerv2 import MixFormerV2Tracker
+
+    budget = recipe.budget(budget_name)
+    try:
+        MixFormerV2Tracker(model, template_factor=budget.template_factor, search_factor=budget.search_factor,
+                           **{**budget.eval.tracker, "prepack": False, "compile": False})
+    except DistilkitError as err:
+        raise recipe.fail(("budgets", budget_name, "eval", "tracker"), str(err)) from None
 
 
 # -- run -------------------------------------------------------------------------------------------
@@ -272,7 +332,8 @@ class RecipeRun:
         self.console = log_console
 
     def start(self, dist: Dist) -> None:
-        """Everything that can fail without training: data paths, the teacher checkpoint, the output dir."""
+        """Everything that can fail without training: data paths and ground truth, the teacher checkpoint,
+        the whole route (planned on untrained models; with MACs only for --dry-run, which prints them)."""
         opts, budget = self.opts, self.budget
         self.train_sets = datasets_for(opts.data, budget, "train")
         if budget.negative_prob > 0 and any(s.kind == "score" for s in self.recipe.stages):
@@ -282,6 +343,7 @@ class RecipeRun:
         eval_parts = datasets_for(opts.eval_data, budget, "test") if opts.eval_data else [_synthetic(budget, "test")]
         self.eval_set = eval_parts[0] if len(eval_parts) == 1 else _Concat(eval_parts)
         self.teacher = load_teacher(opts.teacher, self.recipe.stages[0], budget) if opts.teacher else None
+        self.plan_rows = plan(self.recipe, self.budget_name, self.teacher, macs=opts.dry_run)
         self.dist = dist
 
     def run(self) -> dict[str, Any]:
@@ -289,7 +351,7 @@ class RecipeRun:
         try:
             self.start(dist)
             if self.opts.dry_run:
-                return {"plan": plan(self.recipe, self.budget_name, self.teacher)}
+                return {"plan": self.plan_rows}
             return self._run()
         finally:
             teardown(dist)
@@ -319,6 +381,8 @@ class RecipeRun:
         if problem:
             raise DistilkitError(problem)
         log = RunLog(self.out, enabled=dist.is_main, console=self.console)
+        if opts.resume and not resumed:  # one command for the first start and every restart (e.g. preemptible jobs)
+            log.info(f"--resume: nothing to resume in {self.out} (no earlier run there); starting a fresh run")
         threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
         if self.budget.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)

@@ -7,14 +7,17 @@ result) and `budgets` (named sets of sizes, epochs and optimiser settings, e.g. 
 
 from __future__ import annotations
 
+import inspect
+import math
 import os
+import typing
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal, Optional
 
 from distilkit.errors import DistilkitError
-from distilkit.recipes.validate import Context, build
+from distilkit.recipes.validate import Context, Path, build, coerce
 from distilkit.recipes.yamlnodes import load_with_lines
 
 StageKind = Literal["teacher", "distill", "depth", "width", "score"]
@@ -29,6 +32,43 @@ LOSSES_BY_KIND: dict[str, frozenset[str]] = {
 }
 
 
+@dataclass(frozen=True)
+class Bound:
+    """The range a numeric recipe value must lie in; NaN and infinities never do."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def problem(self, value: float) -> Optional[str]:
+        """Why `value` is outside the range (as "must be ..., got ..."), or None."""
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return None if math.isfinite(value) and above and below else f"must be {self}, got {value!r}"
+
+    def __str__(self) -> str:
+        if math.isinf(self.low) and math.isinf(self.high):
+            return "a finite number"
+        if math.isinf(self.high):
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+FINITE, NON_NEGATIVE, POSITIVE, AT_LEAST_ONE = Bound(), Bound(0.0), Bound(0.0, low_open=True), Bound(1.0)
+FRACTION, PROBABILITY = Bound(0.0, 1.0, low_open=True), Bound(0.0, 1.0, high_open=True)
+
+
+def bounds_problem(obj: Any, bounds: dict[str, Bound]) -> Optional[tuple[str, str]]:
+    """(field, why) for the first field of `obj` outside its bound (fields left None are skipped), or None."""
+    for key, bound in bounds.items():
+        value = getattr(obj, key)
+        problem = None if value is None else bound.problem(value)
+        if problem:
+            return key, problem
+    return None
+
+
 @dataclass
 class ScheduleSpec:
     """Shape of the γ decay used by depth/width pruning; its length `m` comes from the budget."""
@@ -36,6 +76,9 @@ class ScheduleSpec:
     kind: Literal["cosine", "linear", "step"] = "cosine"
     offset: float = 0.0
     steps: int = 1
+
+    def check(self) -> Optional[tuple[str, str]]:
+        return bounds_problem(self, {"offset": FINITE, "steps": AT_LEAST_ONE})
 
 
 @dataclass
@@ -78,7 +121,9 @@ class Stage:
                 return "remove", "must be distinct, non-negative layer indices"
         elif self.remove is not None or self.keep is not None:
             return "remove" if self.remove is not None else "keep", "only depth stages remove layers"
-        if self.kind == "width" and (self.mlp_ratio is None or self.mlp_ratio <= 0):
+        if self.keep is not None and self.keep < 1:
+            return "keep", f"a depth stage keeps at least one layer, got {self.keep}"
+        if self.kind == "width" and (self.mlp_ratio is None or POSITIVE.problem(self.mlp_ratio)):
             return "mlp_ratio", "a width stage needs a positive target 'mlp_ratio'"
         if self.kind != "width" and self.mlp_ratio is not None:
             return "mlp_ratio", "only width stages change the MLP ratio"
@@ -106,11 +151,9 @@ class OptimizerSpec:
     lr_drop_factor: float = 0.1
 
     def check(self) -> Optional[tuple[str, str]]:
-        if self.lr <= 0:
-            return "lr", "must be > 0"
-        if not 0.0 < self.lr_drop_at <= 1.0:
-            return "lr_drop_at", "is a fraction of the stage's epochs in (0, 1]"
-        return None
+        return bounds_problem(self, {"lr": POSITIVE, "backbone_lr_scale": NON_NEGATIVE, "weight_decay": NON_NEGATIVE,
+                                     "grad_clip": NON_NEGATIVE, "warmup_steps": NON_NEGATIVE,
+                                     "lr_drop_at": FRACTION, "lr_drop_factor": NON_NEGATIVE})
 
 
 @dataclass
@@ -126,22 +169,23 @@ class StageBudget:
     losses: dict[str, float] = field(default_factory=dict)
 
     def check(self) -> Optional[tuple[str, str]]:
-        if self.epochs < 1:
-            return "epochs", "must be >= 1"
-        if self.m is not None and self.m < 0:
-            return "m", "must be >= 0"
+        problem = bounds_problem(self, {"epochs": AT_LEAST_ONE, "m": NON_NEGATIVE, "samples_per_epoch": AT_LEAST_ONE,
+                                        "lr": POSITIVE, "backbone_lr_scale": NON_NEGATIVE})
+        if problem:
+            return problem
         problem = loss_weights_problem(self.losses)  # names are checked per stage kind in _check_route
         return ("losses", problem) if problem else None
 
 
 def loss_weights_problem(losses: dict[str, float], allowed: Optional[Collection[str]] = None,
                          owner: str = "") -> Optional[str]:
-    """What is wrong with a {loss: weight} mapping (a name outside `allowed`, a negative weight), or None."""
+    """What is wrong with a {loss: weight} mapping (a name outside `allowed`, a negative or non-finite weight), or None."""
     for loss, weight in losses.items():
         if allowed is not None and loss not in allowed:
             return f"unknown loss {loss!r} for {owner}; expected some of {sorted(allowed)}"
-        if weight < 0:
-            return f"loss weight for {loss!r} must be >= 0, got {weight}"
+        problem = NON_NEGATIVE.problem(weight)
+        if problem:
+            return f"loss weight for {loss!r} {problem}"
     return None
 
 
@@ -173,7 +217,10 @@ class EvalSpec:
     """Evaluation settings: tracker options and CPU latency measurement."""
 
     latency_threads: Optional[int] = None
-    tracker: dict[str, Any] = field(default_factory=dict)
+    tracker: dict[str, Any] = field(default_factory=dict)  # MixFormerV2Tracker options, checked in _check_models
+
+    def check(self) -> Optional[tuple[str, str]]:
+        return bounds_problem(self, {"latency_threads": AT_LEAST_ONE})
 
 
 @dataclass
@@ -203,12 +250,13 @@ class Budget:
     eval: EvalSpec = field(default_factory=EvalSpec)
 
     def check(self) -> Optional[tuple[str, str]]:
-        for key in ("template_size", "search_size", "batch_size", "samples_per_epoch"):
-            if getattr(self, key) < 1:
-                return key, "must be >= 1"
-        if not 0.0 <= self.negative_prob < 1.0:
-            return "negative_prob", "must be in [0, 1)"
-        return None
+        return bounds_problem(self, {
+            "template_size": AT_LEAST_ONE, "search_size": AT_LEAST_ONE, "template_factor": POSITIVE,
+            "search_factor": POSITIVE, "center_jitter": NON_NEGATIVE, "scale_jitter": NON_NEGATIVE,
+            "max_gap": NON_NEGATIVE, "negative_prob": PROBABILITY, "batch_size": AT_LEAST_ONE,
+            "samples_per_epoch": AT_LEAST_ONE, "workers": NON_NEGATIVE, "threads": AT_LEAST_ONE,
+            "checkpoint_every": NON_NEGATIVE,
+        })
 
     def stage(self, name: str) -> StageBudget:
         return self.stages[name]
@@ -216,13 +264,18 @@ class Budget:
 
 @dataclass
 class Recipe:
-    """A validated recipe. `source` is the file it came from."""
+    """A validated recipe. `source` is the file it came from, `lines` the line of every key in it."""
 
     name: str
     description: str
     stages: list[Stage]
     budgets: dict[str, Budget]
     source: str = ""
+    lines: dict[Path, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def fail(self, path: Path, message: str) -> DistilkitError:
+        """An error at key `path` (e.g. ("stages", 2, "remove")) naming the recipe file, line and key."""
+        return Context(self.source, self.lines).fail(path, message)
 
     def budget(self, name: str) -> Budget:
         if name not in self.budgets:
@@ -266,11 +319,15 @@ def load_recipe(name_or_path: str) -> Recipe:
             text = f.read()
     except OSError as err:
         raise DistilkitError(f"cannot read recipe {path}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        line = err.object[: err.start].count(b"\n") + 1
+        raise DistilkitError(f"{path}:{line}: not UTF-8 text (byte 0x{err.object[err.start]:02x}); save the recipe as UTF-8") from None
     value, lines = load_with_lines(text, path)
     ctx = Context(path, lines)
     recipe: Recipe = build(Recipe, value, ctx)
-    recipe.source = path
+    recipe.source, recipe.lines = path, lines
     _check_route(recipe, ctx)
+    _check_models(recipe, ctx)
     return recipe
 
 
@@ -314,3 +371,59 @@ def _check_route(recipe: Recipe, ctx: Context) -> None:
                     raise ctx.fail(("budgets", bname, "stages", stage.name, "m"),
                                    f"m = {entry.m:g} (offset {stage.schedule.offset:g}) exceeds the stage's {entry.epochs} epochs: "
                                    "the pruned parts must be gone before the stage ends")
+
+
+#: MixFormerV2Tracker arguments the runner sets itself (from the stage model and the budget's crops).
+_TRACKER_SET_BY_RUNNER = frozenset({"self", "model", "template_factor", "search_factor", "template_size", "search_size",
+                                    "device"})
+
+
+def _check_models(recipe: Recipe, ctx: Context) -> None:
+    """Model names, config overrides and tracker options against distilkit.trackers.mixformerv2, for every
+    budget (imports torch, so it runs after the cheap checks)."""
+    from distilkit.recipes.models import stage_config
+    from distilkit.trackers.mixformerv2 import PRESETS, MixFormerV2Config
+
+    fields = typing.get_type_hints(MixFormerV2Config)
+    for i, stage in enumerate(recipe.stages):
+        stage.overrides = _typed_options(stage.overrides, fields, ctx, ("stages", i, "overrides"), "MixFormerV2Config field")
+        if stage.model is not None and stage.model not in PRESETS:
+            raise ctx.fail(("stages", i, "model"), f"unknown model {stage.model!r}; expected one of {sorted(PRESETS)}")
+    for bname, budget in recipe.budgets.items():
+        budget.model_overrides = _typed_options(budget.model_overrides, fields, ctx, ("budgets", bname, "model_overrides"),
+                                                "MixFormerV2Config field")
+        _check_tracker_options(budget, ctx, ("budgets", bname, "eval", "tracker"))
+        for i, stage in enumerate(recipe.stages):
+            if stage.model is None:
+                continue
+            if stage.model + budget.model_suffix not in PRESETS:
+                raise ctx.fail(("budgets", bname, "model_suffix"),
+                               f"no model {stage.model + budget.model_suffix!r} for stage {stage.name!r}; models: {sorted(PRESETS)}")
+            try:
+                stage_config(stage, budget)
+            except DistilkitError as err:
+                raise ctx.fail(("stages", i, "model"), f"budget {bname!r}: {err}") from None
+
+
+def _check_tracker_options(budget: Budget, ctx: Context, path: Path) -> None:
+    """`eval.tracker` keys and value types against MixFormerV2Tracker's signature (its value ranges are
+    checked when the run is planned, by building one)."""
+    from distilkit.trackers.mixformerv2 import MixFormerV2Tracker
+
+    names = set(inspect.signature(MixFormerV2Tracker.__init__).parameters) - _TRACKER_SET_BY_RUNNER
+    hints = {k: v for k, v in typing.get_type_hints(MixFormerV2Tracker.__init__).items() if k in names}
+    budget.eval.tracker = _typed_options(budget.eval.tracker, hints, ctx, path, "MixFormerV2Tracker option")
+
+
+def _typed_options(options: dict[str, Any], types: dict[str, Any], ctx: Context, path: Path, what: str) -> dict[str, Any]:
+    """`options` checked against `types` (name → type): known keys, values of their type, finite numbers;
+    ints become floats where floats are due."""
+    out = {}
+    for key, value in options.items():
+        if key not in types:
+            raise ctx.fail(path + (key,), f"unknown {what}; expected one of {sorted(types)}")
+        out[key] = coerce(types[key], value, ctx, path + (key,))
+        problem = FINITE.problem(out[key]) if isinstance(out[key], float) else None
+        if problem:
+            raise ctx.fail(path + (key,), problem)
+    return out

@@ -33,6 +33,14 @@ from distilkit.width import ProgressiveWidthPruner
 BLOCKS = "backbone.blocks"
 
 
+class StageProblem(DistilkitError):
+    """A stage that cannot be applied to the model it receives; `key` names the stage's recipe key at fault."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
 @dataclass
 class StageSetup:
     """Everything a stage trains with; `notes` are human-readable lines for the log."""
@@ -57,22 +65,33 @@ def layers_to_remove(stage: Stage, depth: int) -> list[int]:
     if stage.remove is not None:
         bad = [i for i in stage.remove if i >= depth]
         if bad:
-            raise DistilkitError(f"stage {stage.name!r}: cannot remove layer(s) {bad} of a {depth}-layer model")
+            raise StageProblem("remove", f"stage {stage.name!r}: cannot remove layer(s) {bad} of a {depth}-layer model")
         if len(stage.remove) >= depth:
-            raise DistilkitError(f"stage {stage.name!r}: removing {len(stage.remove)} of {depth} layers leaves none")
+            raise StageProblem("remove", f"stage {stage.name!r}: removing {len(stage.remove)} of {depth} layers leaves none")
         return sorted(stage.remove)
+    if not 1 <= stage.keep <= depth:
+        raise StageProblem("keep", f"stage {stage.name!r}: cannot keep {stage.keep} layers of a {depth}-layer model")
     return list(select_layers(depth, stage.keep, method=stage.method))
 
 
 def _check_pairs(stage: Stage, student_depth: int, teacher_depth: int, removed: tuple[int, ...] = ()) -> None:
     for s, t in stage.feature_pairs:
         if s in removed:
-            raise DistilkitError(f"stage {stage.name!r}: feature pair [{s}, {t}] uses student layer {s}, which is removed")
+            raise StageProblem("feature_pairs", f"stage {stage.name!r}: feature pair [{s}, {t}] uses student layer {s}, which is removed")
         if s >= student_depth or t >= teacher_depth:
-            raise DistilkitError(
+            raise StageProblem("feature_pairs",
                 f"stage {stage.name!r}: feature pair [{s}, {t}] is outside the {student_depth}-layer student "
                 f"/ {teacher_depth}-layer teacher"
             )
+
+
+def _check_shrinks(stage: Stage, previous: MixFormerV2) -> None:
+    """Width stages only narrow MLPs: the target ratio must not exceed any block's current one."""
+    cfg = previous.live_config()
+    narrowest = min(cfg.block_mlp_hidden)
+    if round(cfg.embed_dim * stage.mlp_ratio) > narrowest:
+        raise StageProblem("mlp_ratio", f"stage {stage.name!r}: MLP ratio {stage.mlp_ratio:g} is wider than the previous "
+                                        f"result's {narrowest / cfg.embed_dim:g}; width pruning only shrinks")
 
 
 def setup_stage(stage: Stage, budget: Budget, previous: Optional[MixFormerV2], device: str = "cpu") -> StageSetup:
@@ -100,6 +119,7 @@ def setup_stage(stage: Stage, budget: Budget, previous: Optional[MixFormerV2], d
         return StageSetup(student, previous, pruner, [f"removing layers {remove} of {depth} over m = {entry.m:g} epochs"])
     if stage.kind == "width":
         _check_pairs(stage, depth, depth)
+        _check_shrinks(stage, previous)
         pruner = ProgressiveWidthPruner(
             student, stage.mlp_ratio, blocks=BLOCKS, importance=stage.importance,
             schedule=pruning_schedule(stage, entry), example_inputs=example_inputs(budget, device=device),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -9,6 +10,10 @@ import yaml
 from distilkit.errors import DistilkitError
 
 Path = tuple[Any, ...]
+
+#: Numbers in exponent form that YAML 1.2 reads as floats but PyYAML (YAML 1.1) as strings: 1e-3, 4.0e4, 1E+3.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+")
+_STR_TAG = "tag:yaml.org,2002:str"
 
 
 def load_with_lines(text: str, source: str) -> tuple[Any, dict[Path, int]]:
@@ -41,4 +46,6 @@ def _convert(node: yaml.Node, path: Path, lines: dict[Path, int], source: str) -
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_convert(item, path + (i,), lines, source) for i, item in enumerate(node.value)]
+    if node.tag == _STR_TAG and node.style is None and _EXPONENT_FLOAT.fullmatch(node.value):
+        return float(node.value)  # unquoted `lr: 1e-3` is a number, as in YAML 1.2; quoted "1e-3" stays a string
     return yaml.SafeLoader(" ").construct_object(node)

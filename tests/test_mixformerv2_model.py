@@ -214,6 +214,30 @@ def test_bad_inputs_raise_distilkit_error() -> None:
         model.forward_search(torch.zeros(1, 3, 32, 32))
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (dict(bins=0), "bins must be >= 1, got 0"),
+    (dict(num_heads=0), "num_heads must be >= 1"),
+    (dict(patch_size=0), "patch_size must be >= 1"),
+    (dict(search_factor=-1), "search_factor must be > 0"),
+    (dict(norm_eps=-1e-6), "norm_eps must be > 0"),
+    (dict(mlp_hidden=[0, 8, 8, 8]), "mlp_hidden entry must be >= 1, got 0"),
+    (dict(mlp_hidden=[8.5, 8, 8, 8]), "mlp_hidden entry must be an int, got 8.5"),
+    (dict(mlp_ratio=0.001), "leaves no MLP hidden channel"),
+    (dict(depth="4"), "depth must be an int, got '4'"),
+    (dict(embed_dim=66, num_heads=3), "embed_dim must be a multiple of 4"),
+    (dict(score_head="yes"), "score_head must be true or false"),
+])
+def test_bad_config_values_fail_when_the_model_is_built(overrides, message) -> None:
+    with pytest.raises(DistilkitError, match=message):
+        build_model("mixformerv2-s-tiny", **overrides)
+
+
+def test_corner_channel_and_name_overrides() -> None:
+    with pytest.raises(DistilkitError, match="corner_channel must be a multiple of 8"):
+        build_model("mixvit-b-tiny", corner_channel=4)
+    assert build_model("mixformerv2-s-tiny", name="mine").config.name == "mine"  # `name` is a field too
+
+
 def test_template_cache_follows_weight_changes() -> None:
     """An optimizer step or a pruned block after set_templates must not leave stale template keys."""
     from distilkit.depth import ProgressiveDepthPruner

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from distilkit.checks import as_int, as_number
 from distilkit.errors import DistilkitError
 
 HEAD_TYPES = ("t4", "corner", "py_corner")
@@ -45,14 +46,19 @@ class MixFormerV2Config:
     legacy_img_size: int = 224
 
     def __post_init__(self) -> None:
+        if self.head not in HEAD_TYPES:
+            raise DistilkitError(f"unknown head {self.head!r}; valid: {', '.join(HEAD_TYPES)}")
+        self._check_values()
         if self.mlp_hidden is not None:
-            self.mlp_hidden = [int(h) for h in self.mlp_hidden]
+            if isinstance(self.mlp_hidden, (str, bytes)) or not isinstance(self.mlp_hidden, (list, tuple)):
+                raise DistilkitError(f"mlp_hidden must be a list of hidden sizes, got {self.mlp_hidden!r}")
+            self.mlp_hidden = [as_int(h, "mlp_hidden entry", minimum=1) for h in self.mlp_hidden]
             if len(self.mlp_hidden) != self.depth:
                 raise DistilkitError(
                     f"mlp_hidden has {len(self.mlp_hidden)} entries but depth is {self.depth}"
                 )
-        if self.head not in HEAD_TYPES:
-            raise DistilkitError(f"unknown head {self.head!r}; valid: {', '.join(HEAD_TYPES)}")
+        elif int(self.embed_dim * self.mlp_ratio) < 1:
+            raise DistilkitError(f"mlp_ratio {self.mlp_ratio:g} leaves no MLP hidden channel at embed_dim {self.embed_dim}")
         if self.score_variant not in SCORE_VARIANTS:
             raise DistilkitError(
                 f"unknown score_variant {self.score_variant!r}; valid: {', '.join(SCORE_VARIANTS)}"
@@ -64,8 +70,29 @@ class MixFormerV2Config:
         for what in ("template_size", "search_size"):
             if getattr(self, what) % self.patch_size:
                 raise DistilkitError(f"{what} {getattr(self, what)} is not a multiple of patch_size {self.patch_size}")
-        if self.depth < 1 or self.num_online_templates < 1:
-            raise DistilkitError("depth and num_online_templates must be at least 1")
+
+    def _check_values(self) -> None:
+        """Types and ranges of every field, so a bad override fails here rather than deep in a forward."""
+        for key in ("embed_dim", "depth", "num_heads", "patch_size", "template_size", "search_size",
+                    "num_online_templates", "bins", "corner_channel", "legacy_num_classes", "legacy_img_size"):
+            setattr(self, key, as_int(getattr(self, key), key, minimum=1))
+        if self.head_hidden is not None:
+            self.head_hidden = as_int(self.head_hidden, "head_hidden", minimum=1)
+        for key in ("mlp_ratio", "norm_eps", "search_factor"):
+            value = as_number(getattr(self, key), key)
+            if value <= 0:
+                raise DistilkitError(f"{key} must be > 0, got {value:g}")
+            setattr(self, key, value)
+        for key in ("qkv_bias", "score_head", "legacy_timm_params"):
+            if not isinstance(getattr(self, key), bool):
+                raise DistilkitError(f"{key} must be true or false, got {getattr(self, key)!r}")
+        if not isinstance(self.name, str):
+            raise DistilkitError(f"name must be a string, got {self.name!r}")
+        if self.embed_dim % 4:
+            raise DistilkitError(f"embed_dim must be a multiple of 4 (2-D sin-cos positions), got {self.embed_dim}")
+        if self.head != "t4" and self.corner_channel % 8:
+            raise DistilkitError(f"corner_channel must be a multiple of 8 (the corner heads halve it three times), "
+                                 f"got {self.corner_channel}")
 
     # derived sizes -------------------------------------------------------------------------
     @property
@@ -145,7 +172,7 @@ for _name, _cfg in _FULL.items():
     PRESETS[_name + "-tiny"] = _tiny(_cfg, **({"bins": _TINY_BINS[_name]} if _name in _TINY_BINS else {}))
 
 
-def preset(name: str, **overrides: Any) -> MixFormerV2Config:
+def preset(name: str, /, **overrides: Any) -> MixFormerV2Config:
     """Named config with field overrides; unknown names/fields raise DistilkitError."""
     if name not in PRESETS:
         raise DistilkitError(f"unknown model {name!r}; valid names: {', '.join(PRESETS)}")

@@ -270,6 +270,6 @@ def build_model_from_config(config: MixFormerV2Config | dict[str, Any]) -> MixFo
     return MixFormerV2(config)
 
 
-def build_model(name: str, **overrides: Any) -> MixFormerV2:
+def build_model(name: str, /, **overrides: Any) -> MixFormerV2:
     """Build a named model (mixvit-b, mixvit-b-corner, mixformerv2-12l/-b/-s and their -tiny variants)."""
     return MixFormerV2(preset(name, **overrides))

@@ -25,10 +25,15 @@ def tensor_version(t: torch.Tensor) -> int:
 
 
 class ModuleFingerprint:
-    """Remembers `module`'s state now; `changed()` compares with it (and remembers the new state)."""
+    """Remembers `module`'s state now; `changed()` compares with it (and remembers the new state).
 
-    def __init__(self, module: nn.Module) -> None:
+    structure_only: watch only which tensors and submodules the module holds (replaced parameters,
+    `load_state_dict(assign=True)`, pruning), not in-place edits or train/eval switches: what a copy
+    sharing the module's tensors (`distilkit.prepack.shared_view`) cannot follow by itself."""
+
+    def __init__(self, module: nn.Module, structure_only: bool = False) -> None:
         self.module = module
+        self.structure_only = structure_only
         self._submodules = list(module.modules())
         self._value = self._compute()
 
@@ -38,12 +43,14 @@ class ModuleFingerprint:
         mods = self._submodules
         dicts = _chain((map(_parameters, mods), map(_buffers, mods)))
         tensors = [t for t in _chain(map(dict.values, dicts)) if t is not None]
+        tree = tuple(map(id, _chain(map(dict.values, map(_modules, mods)))))
+        if self.structure_only:
+            return tree, tuple(map(id, tensors)), tuple(map(_data_ptr, tensors))
         try:
             versions = tuple(map(_version, tensors))
         except RuntimeError:  # inference tensors have no version counter
             versions = tuple(map(tensor_version, tensors))
-        return (tuple(map(_training, mods)), tuple(map(id, _chain(map(dict.values, map(_modules, mods))))),
-                tuple(map(id, tensors)), tuple(map(_data_ptr, tensors)), versions)
+        return (tuple(map(_training, mods)), tree, tuple(map(id, tensors)), tuple(map(_data_ptr, tensors)), versions)
 
     def changed(self) -> bool:
         """True when anything changed since construction or the last call that returned True."""

@@ -150,6 +150,51 @@ def test_tracker_input_errors() -> None:
         tracker.track(torch.zeros(H, W, 3, dtype=torch.uint8))
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(search_factor=-2.0), "search_factor must be > 0"),
+    (dict(template_factor=0), "template_factor must be > 0"),
+    (dict(update_interval=2.5), "update_interval must be an int, got 2.5"),
+    (dict(score_threshold=float("nan")), "score_threshold must be a finite number"),
+])
+def test_tracker_options_are_checked(kwargs, message) -> None:
+    with pytest.raises(DistilkitError, match=message):
+        MixFormerV2Tracker(build_model("mixformerv2-s-tiny"), **kwargs)
+
+
+@pytest.mark.parametrize("box", [[1, 2, 3], None, "abc", [[1, 2], [3, 4]]])
+def test_malformed_initial_boxes_are_refused(box) -> None:
+    with pytest.raises(DistilkitError, match="initial box must be 4 numbers"):
+        MixFormerV2Tracker(build_model("mixformerv2-s-tiny")).initialize(frame(10, 10), box)
+
+
+def test_only_mixformerv2_models_are_tracked() -> None:
+    with pytest.raises(DistilkitError, match="needs a MixFormerV2 model, got Linear"):
+        MixFormerV2Tracker(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("prepack", [True, False])
+def test_tracker_follows_weights_loaded_with_assign_between_and_within_sequences(prepack) -> None:
+    """The prepacked copy shares the model's tensors; new tensor objects must reach it too."""
+    torch.manual_seed(0)
+    model = build_model("mixformerv2-s-tiny", score_head=True).eval()
+    other = build_model("mixformerv2-s-tiny", score_head=True).eval().state_dict()
+    frames = [frame(40 + 4 * i, 30 + 2 * i, seed=i) for i in range(4)]
+    start = np.array([40, 30, SIDE, SIDE])
+    tracker = MixFormerV2Tracker(model, prepack=prepack)
+    model.load_state_dict(other, assign=True)
+    fresh = MixFormerV2Tracker(model, prepack=prepack)
+    for t in (tracker, fresh):
+        t.initialize(frames[0], start)
+    for f in frames[1:3]:
+        np.testing.assert_allclose(tracker.track(f)[0], fresh.track(f)[0], atol=1e-5)
+    model.load_state_dict(build_model("mixformerv2-s-tiny", score_head=True).state_dict(), assign=True)
+    now = MixFormerV2Tracker(model, prepack=prepack)  # mid-sequence: same templates, new weights
+    now.initialize(frames[0], start)
+    now.online, now.state, now.frame_id = tracker.online.clone(), tracker.state.copy(), tracker.frame_id
+    now.templates = now.model.set_templates(now.template, now.online)
+    np.testing.assert_allclose(tracker.track(frames[3])[0], now.track(frames[3])[0], atol=1e-5)
+
+
 def test_trackers_sharing_one_model_keep_their_own_templates() -> None:
     """One tracker per target on one model (prepack=False, as on GPU): each runs on its own cache."""
     torch.manual_seed(0)

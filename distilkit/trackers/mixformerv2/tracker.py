@@ -15,7 +15,9 @@ import torch
 
 from distilkit.data.crop import CropWindow, check_rgb_image, clip_box, crop_around
 from distilkit.data.sampler import IMAGENET_MEAN, IMAGENET_STD
+from distilkit.checks import as_int, as_number
 from distilkit.errors import DistilkitError
+from distilkit.fingerprint import ModuleFingerprint
 from distilkit.prepack import prepack_available, prepacked_view, shared_view
 from distilkit.trackers.mixformerv2.model import CachedTemplates, MixFormerV2
 
@@ -42,7 +44,11 @@ class MixFormerV2Tracker:
         TorchInductor (`MixFormerV2.compile_search`; needs a C++ compiler on CPU, compiles for seconds in
         the first `initialize`, then about 1.2× as fast as prepack, which it replaces). Either way the
         copy is what changes; `model` itself is only moved to `device` and put in eval mode (call
-        `model.train()` again to go on training it)."""
+        `model.train()` again to go on training it). The copy follows in-place weight edits of `model`,
+        and is remade when `model` gets other tensors (`load_state_dict(assign=True)`, a replaced
+        parameter, pruning)."""
+        if not isinstance(model, MixFormerV2):
+            raise DistilkitError(f"MixFormerV2Tracker needs a MixFormerV2 model, got {type(model).__name__}")
         cfg = model.config
         self.template_size = cfg.template_size if template_size is None else template_size
         self.search_size = cfg.search_size if search_size is None else search_size
@@ -51,24 +57,45 @@ class MixFormerV2Tracker:
                 f"tracker sizes {self.template_size}/{self.search_size} do not match the model's "
                 f"{cfg.template_size}/{cfg.search_size} (template/search)"
             )
-        if update_interval < 1:
-            raise DistilkitError(f"update_interval must be >= 1, got {update_interval}")
-        self.model = model.to(device).eval()
+        update_interval = as_int(update_interval, "update_interval", minimum=1)
+        search_factor = cfg.search_factor if search_factor is None else search_factor
+        for what, factor in (("template_factor", template_factor), ("search_factor", search_factor)):
+            if as_number(factor, what) <= 0:
+                raise DistilkitError(f"{what} must be > 0 (crop side = factor × sqrt(w·h)), got {factor}")
+        self.source = model.to(device).eval()
         self.device = torch.device(device)
-        if compile:
-            self.model = shared_view(self.model)
-            self.model.compile_search()
-        elif prepack and self.device.type == "cpu" and prepack_available():
-            self.model = prepacked_view(self.model, batch_hint=cfg.search_feat_size**2 + cfg.num_pred_tokens)
-        self.template_factor = template_factor
-        self.search_factor = cfg.search_factor if search_factor is None else search_factor
+        self.view_kind = "compiled" if compile else "prepacked" if (
+            prepack and self.device.type == "cpu" and prepack_available()) else None
+        self._make_view()
+        self.template_factor = float(template_factor)
+        self.search_factor = float(search_factor)
         self.update_interval = update_interval
-        self.score_threshold = score_threshold
+        self.score_threshold = as_number(score_threshold, "score_threshold")
         self.online_update = model.score_head is not None
         self._mean = torch.tensor(IMAGENET_MEAN.tolist(), device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD.tolist(), device=self.device).view(1, 3, 1, 1)
         self.state: np.ndarray | None = None
         self.templates: CachedTemplates | None = None
+
+    def _make_view(self) -> None:
+        """The model tracking runs on: `source` itself, or a copy sharing its tensors (prepacked or
+        compiled), watched so that a replaced parameter or pruned block of `source` is followed."""
+        cfg = self.source.config
+        if self.view_kind == "compiled":
+            self.model = shared_view(self.source)
+            self.model.compile_search()
+        elif self.view_kind == "prepacked":
+            self.model = prepacked_view(self.source, batch_hint=cfg.search_feat_size**2 + cfg.num_pred_tokens)
+        else:
+            self.model = self.source
+        self._source_tensors = ModuleFingerprint(self.source, structure_only=True) if self.view_kind else None
+
+    def _follow_source(self) -> None:
+        """A copy keeps the tensors it was made with: make a new one when `source` holds other tensors."""
+        if self._source_tensors is not None and self._source_tensors.changed():
+            self._make_view()
+            if self.state is not None:  # mid-sequence: this tracker's templates, on the new weights
+                self.templates = self.model.set_templates(self.template, self.online)
 
     def _to_tensor(self, patch: np.ndarray) -> torch.Tensor:
         """uint8 H×W×3 crop → normalised, contiguous (1, 3, H, W) float tensor (a permuted view would
@@ -84,13 +111,20 @@ class MixFormerV2Tracker:
     @torch.no_grad()
     def initialize(self, image: np.ndarray, box_xywh: np.ndarray) -> None:
         """Start tracking the target at `box_xywh` (x, y, w, h in pixels) in the first frame."""
-        box = np.asarray(box_xywh, dtype=np.float64).reshape(4)
+        try:
+            box = np.asarray(box_xywh, dtype=np.float64)
+        except (TypeError, ValueError):
+            box = np.empty(0)
+        if box.shape != (4,):
+            raise DistilkitError(f"initial box must be 4 numbers (x, y, w, h), got {box_xywh!r}"[:200])
         if not (np.isfinite(box).all() and box[2] > 0 and box[3] > 0):
             raise DistilkitError(f"initial box must be finite with positive width and height, got {box.tolist()}")
         check_rgb_image(image)
         h, w = image.shape[:2]
         if box[0] >= w or box[1] >= h or box[0] + box[2] <= 0 or box[1] + box[3] <= 0:
             raise DistilkitError(f"initial box {box.tolist()} (x, y, w, h) lies outside the {w}×{h} image")
+        self.state = None
+        self._follow_source()
         self.template = self._template(image, box)
         n = self.model.config.num_online_templates
         self.online = self.template.unsqueeze(1).repeat(1, n, 1, 1, 1)
@@ -110,6 +144,7 @@ class MixFormerV2Tracker:
         if self.state is None:
             raise DistilkitError("track() called before initialize(image, box_xywh)")
         self.frame_id += 1
+        self._follow_source()
         patch, window = crop_around(image, self.state, self.search_factor, self.search_size)
         out = self.model.forward_search(self._to_tensor(patch), templates=self.templates)
         box = self._box_to_image(out["boxes"][0].cpu().numpy(), window, image.shape[:2])

@@ -131,3 +131,35 @@ def test_bad_arguments(data):
         _sampler(data, negative_prob=1.5)
     with pytest.raises(DistilkitError, match="non-empty"):
         PairSampler([], 32, 64)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(search_factor=0), "search_factor must be > 0"),
+    (dict(template_factor=-2.0), "template_factor must be > 0"),
+    (dict(template_size=0), "template_size must be >= 1"),
+    (dict(template_size=32.7), "template_size must be an int, got 32.7"),
+    (dict(center_jitter=float("nan")), "center_jitter must be a finite number"),
+    (dict(center_jitter=float("inf")), "center_jitter must be a finite number"),
+    (dict(scale_jitter=-0.1), "scale_jitter must be >= 0"),
+    (dict(seed=-1), "seed must be >= 0"),
+])
+def test_bad_arguments_fail_at_construction_not_in_a_worker(data, kwargs, message):
+    with pytest.raises(DistilkitError, match=message):
+        _sampler(data, **kwargs)
+    with pytest.raises(DistilkitError, match="epoch must be >= 0"):
+        _sampler(data).set_epoch(-1)
+
+
+def test_positives_always_show_the_target_even_when_jitter_exceeds_the_context():
+    """search_factor 2 < center_jitter 4.5: many jittered crops miss the target; they are drawn again."""
+    sampler = _sampler(SyntheticTracking(4, 40, seed=1, image_size=(160, 120)), search_factor=2.0, samples_per_epoch=60)
+    boxes = torch.stack([sampler[i]["search_box"] for i in range(len(sampler))])
+    assert ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all()
+
+
+@pytest.mark.parametrize("factor", [0, -3, float("nan")])
+def test_crop_side_refuses_factors_that_would_give_a_one_pixel_window(factor):
+    from distilkit.data.crop import crop_side
+
+    with pytest.raises(DistilkitError, match="context factor must be a finite number > 0"):
+        crop_side(np.array([10.0, 10.0, 20.0, 20.0]), factor)

@@ -15,6 +15,7 @@ import math
 import numpy as np
 import torch
 
+from distilkit.checks import as_int, as_number
 from distilkit.data.crop import crop_around
 from distilkit.data.sequence import Sequence
 from distilkit.errors import DistilkitError
@@ -61,6 +62,20 @@ def check_negatives_possible(datasets: list) -> None:
                              "give more training sequences")
 
 
+def _positive(value: object, what: str) -> float:
+    number = as_number(value, what)
+    if number <= 0:
+        raise DistilkitError(f"{what} must be > 0, got {number:g}")
+    return number
+
+
+def _non_negative(value: object, what: str) -> float:
+    number = as_number(value, what)
+    if number < 0:
+        raise DistilkitError(f"{what} must be >= 0, got {number:g}")
+    return number
+
+
 class PairSampler(torch.utils.data.Dataset):
     """`samples_per_epoch` training samples drawn from `datasets` (weighted by their sequence counts);
     a dataset is anything indexable that yields `Sequence`s (a list of sequences works too).
@@ -92,22 +107,25 @@ class PairSampler(torch.utils.data.Dataset):
         sizes = np.array([len(d) for d in self.datasets], dtype=np.float64)
         if not self.datasets or sizes.sum() == 0:
             raise DistilkitError("PairSampler needs at least one non-empty dataset")
-        if not 0.0 <= negative_prob <= 1.0:
+        if not 0.0 <= as_number(negative_prob, "negative_prob") <= 1.0:
             raise DistilkitError(f"negative_prob must be in [0, 1], got {negative_prob}")
-        if max_gap < 0 or samples_per_epoch < 1:
-            raise DistilkitError(f"max_gap must be >= 0 and samples_per_epoch >= 1, got {max_gap}, {samples_per_epoch}")
+        self.template_size = as_int(template_size, "template_size", minimum=1)
+        self.search_size = as_int(search_size, "search_size", minimum=1)
+        self.template_factor, self.search_factor = _positive(template_factor, "template_factor"), _positive(search_factor, "search_factor")
+        self.center_jitter, self.scale_jitter = _non_negative(center_jitter, "center_jitter"), _non_negative(scale_jitter, "scale_jitter")
+        self.template_center_jitter = _non_negative(template_center_jitter, "template_center_jitter")
+        self.template_scale_jitter = _non_negative(template_scale_jitter, "template_scale_jitter")
+        self.max_gap = as_int(max_gap, "max_gap", minimum=0)
+        self.samples_per_epoch = as_int(samples_per_epoch, "samples_per_epoch", minimum=1)
+        self.negative_prob, self.seed, self.epoch = float(negative_prob), as_int(seed, "seed", minimum=0), 0
         if negative_prob > 0:
             check_negatives_possible(self.datasets)
         self.p_datasets = sizes / sizes.sum()
-        self.template_size, self.search_size = int(template_size), int(search_size)
-        self.template_factor, self.search_factor = float(template_factor), float(search_factor)
-        self.center_jitter, self.scale_jitter = float(center_jitter), float(scale_jitter)
-        self.template_center_jitter, self.template_scale_jitter = float(template_center_jitter), float(template_scale_jitter)
-        self.max_gap, self.samples_per_epoch = int(max_gap), int(samples_per_epoch)
-        self.negative_prob, self.seed, self.epoch = float(negative_prob), int(seed), 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        """Samples depend on (seed, epoch, index). DataLoader workers hold a copy of the sampler: with
+        `persistent_workers=True` they keep the epoch they started with, so leave that off."""
+        self.epoch = as_int(epoch, "epoch", minimum=0)
 
     def __len__(self) -> int:
         return self.samples_per_epoch
@@ -166,7 +184,11 @@ class PairSampler(torch.utils.data.Dataset):
         return normalize_image(crop), target_box
 
     def _positive_search(self, rng: np.random.Generator, seq: Sequence, s: int):
+        """A jittered crop around the target; None (draw again, as pytracking's samplers do) when the
+        jitter pushed the target wholly out of the crop, which a label of 1 would misstate."""
         image, box = self._search_crop(seq.frame(s), seq.boxes[s], seq.boxes[s], rng, jitter=True)
+        if box[2] <= box[0] or box[3] <= box[1]:
+            return None
         return image, box, 1.0
 
     def _negative_search(self, rng: np.random.Generator, seq: Sequence, d: int, template_box: np.ndarray):

@@ -7,25 +7,57 @@ Students and teachers are trained with `distilkit.recipes.trainer.Trainer` and `
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import nn
 
 from distilkit.atomic import write_atomic  # noqa: F401 - the benchmark scripts import it from here
+from distilkit.errors import DistilkitError
 
 RESULTS_DIR = Path(__file__).with_name("results")
 
 
 # -- output ----------------------------------------------------------------------------------------
+# -- command line ----------------------------------------------------------------------------------
+def count(minimum: int) -> Callable[[str], int]:
+    """argparse type: an int >= `minimum` (argparse then reports a bad value as a usage error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def distinct(values: Sequence[int], flag: str, parser: argparse.ArgumentParser) -> None:
+    """Refuse repeated values (a seed run twice would count twice in mean ± std)."""
+    if len(set(values)) != len(values):
+        parser.error(f"{flag} values must be distinct, got {list(values)}")
+
+
+def run_main(main: Callable[[], Any]) -> None:
+    """Run a benchmark's main(); a DistilkitError (bad model name, ...) is one line and exit status 2."""
+    try:
+        main()
+    except DistilkitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
 def write_json(path: Path, obj: Any) -> Path:
     return write_atomic(path, json.dumps(obj, indent=2) + "\n")
 

@@ -30,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     QUICK_TRACKING, RESULTS_DIR, TrackingBench, corner_teacher, TrackingScale, fmt_mean_std, machine, machine_line,
-    markdown_table, mean_std, save_figure, set_threads, write_atomic, write_json,
+    count, distinct, markdown_table, mean_std, run_main, save_figure, set_threads, write_atomic, write_json,
 )
 
 STUDENTS = {
@@ -109,13 +109,14 @@ def plot(res: dict[str, Any], path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=count(0), nargs="+", default=[0, 1, 2])
     ap.add_argument("--quick", action="store_true", help="tiny data and one epoch each: a smoke run in seconds")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory for d2s_ablation.{md,json,png}")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--threads", type=count(1), default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--cache", type=Path, default=None,
                     help="keep/reuse the trained teacher here (shared with pmdp_ablation.py at the same scale)")
     args = ap.parse_args(argv)
+    distinct(args.seeds, "--seeds", ap)
     set_threads(args.threads)
     command = "python benchmarks/d2s_ablation.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     start = time.perf_counter()
@@ -137,4 +138,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

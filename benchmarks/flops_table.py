@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from _common import RESULTS_DIR, write_atomic
+from _common import RESULTS_DIR, count, run_main, write_atomic
 
 TRACKERS = ["mixvit-b", "mixvit-b-corner", "mixformerv2-12l", "mixformerv2-b", "mixformerv2-s"]
 VITS = ["timm:vit_small_patch16_224", "timm:vit_base_patch16_224"]
@@ -59,8 +59,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "flops_table.md")
     parser.add_argument("--quick", action="store_true", help="tiny configs and ViT-Ti, 2 timed runs (CI smoke test)")
-    parser.add_argument("--iters", type=int, default=None, help="timed runs per model (default 10, quick 2; 0 = no latency)")
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads for latency (default: torch's)")
+    parser.add_argument("--iters", type=count(0), default=None, help="timed runs per model (default 10, quick 2; 0 = no latency)")
+    parser.add_argument("--threads", type=count(1), default=None, help="intra-op threads for latency (default: torch's)")
     args = parser.parse_args()
     specs = [f"{n}-tiny" for n in TRACKERS] + QUICK_VITS if args.quick else TRACKERS + VITS
     iters = args.iters if args.iters is not None else (2 if args.quick else 10)
@@ -77,4 +77,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

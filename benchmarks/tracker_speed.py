@@ -33,7 +33,7 @@ from distilkit.prepack import prepack_available, prepack_linears
 from distilkit.trackers.mixformerv2 import MixFormerV2Config, build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_atomic  # noqa: E402
+from _common import count, run_main, write_atomic  # noqa: E402
 
 
 def block_macs(d: int, hidden: int, queries: int, keys: int, proj_tokens: int) -> int:
@@ -138,11 +138,11 @@ def time_paths(name: str, frames: int, warmup: int, block: int, compile_: bool) 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=40)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--block", type=int, default=8, help="consecutive frames per path and round")
+    ap.add_argument("--frames", type=count(1), default=40)
+    ap.add_argument("--warmup", type=count(0), default=5)
+    ap.add_argument("--block", type=count(1), default=8, help="consecutive frames per path and round")
     ap.add_argument("--models", nargs="+", default=["mixformerv2-s", "mixformerv2-b"])
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: cores)")
+    ap.add_argument("--threads", type=count(1), default=os.cpu_count() or 1, help="torch threads (default: cores)")
     ap.add_argument("--no-compile", action="store_true", help="skip the TorchInductor-compiled rows")
     ap.add_argument("--out", type=Path, default=None, help="also write the printed text to this file (atomically)")
     args = ap.parse_args()
@@ -176,4 +176,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

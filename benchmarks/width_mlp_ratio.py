@@ -1,6 +1,6 @@
 """What MLP-ratio reduction buys: MixFormerV2-S backbone at MLP ratio 4 vs the same model sliced to 1.
 
-Run: python benchmarks/width_mlp_ratio.py [--iters 20] [--warmup 3] [--threads 2]
+Run: python benchmarks/width_mlp_ratio.py [--iters 20] [--warmup 3] [--threads 2] [--out benchmarks/results/width_mlp_ratio.txt]
 Random weights (speed does not depend on them). The r4 and r1 models are timed round-robin, forward by
 forward, so load from other processes hits both alike; the ratio is the figure to read. Also times
 the progressive pruner's gated forward (γ = 0.5) against the plain r4 forward: the gate's overhead.
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,12 +23,16 @@ from distilkit.schedule import LinearSchedule
 from distilkit.trackers.mixformerv2 import build_model
 from distilkit.width import ProgressiveWidthPruner, reduce_mlp_ratio
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import count, run_main, write_atomic  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iters", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--iters", type=count(1), default=20)
+    parser.add_argument("--warmup", type=count(0), default=3)
+    parser.add_argument("--threads", type=count(1), default=2)
+    parser.add_argument("--out", type=Path, default=None, help="also write the printed table to this file (atomically)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -62,8 +68,11 @@ def main() -> None:
     for name in models:
         median = float(np.median(times[name]))
         table.add_row(name, f"{params[name]:,}", f"{median:.1f}", f"{median / base:.2f}x")
-    Console().print(table)
+    console = Console(record=True)
+    console.print(table)
+    if args.out is not None:
+        console.print(f"written to {write_atomic(args.out, console.export_text())}")
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

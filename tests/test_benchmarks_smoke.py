@@ -134,3 +134,30 @@ def test_tracker_speed_tiny_prints_every_path_with_a_roofline(tmp_path):
     assert {"full", "cached", "cached-untrimmed"} <= {c for row in cells for c in row}
     assert kernels <= {c for row in cells for c in row}
     assert len(rows) == 3 * len(kernels)
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("tracker_speed", ["--frames", "0"], "argument --frames: must be >= 1, got 0"),
+    ("width_mlp_ratio", ["--threads", "0"], "argument --threads: must be >= 1, got 0"),
+    ("flops_table", ["--iters", "-1"], "argument --iters: must be >= 0, got -1"),
+    ("d2s_ablation", ["--seeds", "0", "0"], "--seeds values must be distinct"),
+])
+def test_bad_arguments_are_usage_errors_not_tracebacks(script, args, message):
+    done = subprocess.run([sys.executable, str(BENCH / f"{script}.py"), *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_distilkit_error_inside_a_benchmark_is_one_line_and_exit_2(capsys, monkeypatch):
+    import importlib
+
+    from distilkit.errors import DistilkitError
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    common = importlib.import_module("_common")
+
+    def main():
+        raise DistilkitError("unknown model 'bogus'")
+
+    with pytest.raises(SystemExit) as exc:
+        common.run_main(main)
+    assert exc.value.code == 2 and capsys.readouterr().err == "error: unknown model 'bogus'\n"

@@ -14,6 +14,7 @@ import importlib
 import inspect
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -330,6 +331,11 @@ def save(model: nn.Module, path: str | os.PathLike[str], *, arch: dict[str, Any]
 
     spec = describe(model, arch)
     net = unwrap(model)
+    hooked = next((name or "model" for name, m in net.named_modules() if m._forward_hooks or m._forward_pre_hooks), None)
+    if hooked is not None:
+        warnings.warn(f"save: {hooked} has forward hooks, which are not saved (an active progressive pruner? "
+                      "finalize() it first to save the pruned model); the file holds the model without them",
+                      stacklevel=2)
     out = make_output_dir(path)
     with atomic_path(out / WEIGHTS) as tmp:
         save_model(net, tmp, metadata={"format": FORMAT})

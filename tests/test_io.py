@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import types
+import warnings
 from collections import OrderedDict
 
 import pytest
@@ -220,3 +221,15 @@ def test_factory_taking_one_config_argument(tmp_path) -> None:
     io.save(model, tmp_path, arch={"factory": "test-config-arg", "config": {"depth": 2}})
     ids = torch.randint(0, 11, (1, 3))
     assert torch.equal(io.load(tmp_path)(ids), model(ids))
+
+
+def test_saving_a_model_with_an_active_pruner_warns(tmp_path) -> None:
+    from distilkit.depth import ProgressiveDepthPruner
+
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, **VIT, depth=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        io.save(model, tmp_path / "plain")  # no hooks, no warning
+    ProgressiveDepthPruner(model, [0])
+    with pytest.warns(UserWarning, match="blocks.0.drop_path1 has forward hooks, which are not saved"):
+        io.save(model, tmp_path / "faded")

@@ -242,7 +242,8 @@ class MixFormerV2(nn.Module):
 
 class CachedSearchStep(nn.Module):
     """The per-frame computation of a tracker as a module: `model`'s templates are set once, and
-    forward(search) is `model.forward_search(search)`; for profilers and timers that take (module, inputs)."""
+    forward(search) is `model.forward_search(search)`; for profilers and timers that take (module, inputs).
+    Puts `model` in eval mode (the templates are computed in it)."""
 
     def __init__(self, model: MixFormerV2, template: torch.Tensor, online_template: torch.Tensor) -> None:
         super().__init__()

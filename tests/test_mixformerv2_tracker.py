@@ -212,3 +212,19 @@ def test_trackers_sharing_one_model_keep_their_own_templates() -> None:
         b.track(f)
         np.testing.assert_allclose(got_box, box, atol=1e-6)
         assert abs(got_score - score) < 1e-6
+
+
+def test_device_templates_and_dtype_errors_are_named_and_a_double_model_tracks() -> None:
+    model = build_model("mixformerv2-s-tiny")
+    with pytest.raises(DistilkitError, match="cannot track on device 'gpu'"):
+        MixFormerV2Tracker(model, device="gpu")
+    cfg = model.config
+    t, s = torch.zeros(1, 3, cfg.template_size, cfg.template_size), torch.zeros(1, 3, cfg.search_size, cfg.search_size)
+    with pytest.raises(DistilkitError, match="search: expected a normalised torch.float32 image tensor .*got torch.float64"):
+        model(t, t, s.double())
+    model.set_templates(t, t)
+    with pytest.raises(DistilkitError, match="templates= takes what set_templates returned, got str"):
+        model.forward_search(s, templates="abc")
+    tracker = MixFormerV2Tracker(build_model("mixformerv2-s-tiny").double(), prepack=False)  # crops follow the weights
+    tracker.initialize(frame(40, 30), np.array([40, 30, SIDE, SIDE]))
+    assert np.isfinite(tracker.track(frame(44, 32))[0]).all()

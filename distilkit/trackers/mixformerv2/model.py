@@ -19,13 +19,15 @@ from distilkit.trackers.mixformerv2.heads import CornerHead, PyCornerHead, Score
 FACTORY = "distilkit.trackers.mixformerv2:build_model_from_config"
 
 
-def _check_image(t: torch.Tensor, size: int, what: str, leading: int = 1) -> None:
-    """Raise DistilkitError unless t is (B, [n,] 3, size, size)."""
+def _check_image(t: torch.Tensor, size: int, what: str, dtype: torch.dtype, leading: int = 1) -> None:
+    """Raise DistilkitError unless t is a (B, [n,] 3, size, size) tensor of the model's `dtype`."""
     expected = (3, size, size)
     if not isinstance(t, torch.Tensor) or t.dim() != 3 + leading or tuple(t.shape[-3:]) != expected:
         got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
         lead = "B, " if leading == 1 else "B, n, "
         raise DistilkitError(f"{what}: expected shape ({lead}3, {size}, {size}), got {got}")
+    if t.dtype != dtype:
+        raise DistilkitError(f"{what}: expected a normalised {dtype} image tensor (the model's dtype), got {t.dtype}")
 
 
 @dataclass
@@ -72,18 +74,23 @@ class MixFormerV2(nn.Module):
         return self.live_config()
 
     # inputs ------------------------------------------------------------------------------
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """The dtype inputs must have: that of the weights (a float64 image would fail inside a matmul)."""
+        return self.backbone.patch_embed.proj.weight.dtype
+
     def _online(self, online: torch.Tensor) -> torch.Tensor:
         """Accept (B,3,t,t) for one online template or (B,n,3,t,t); return (B,n,3,t,t)."""
         n, t = self._base_config.num_online_templates, self._base_config.template_size
         if isinstance(online, torch.Tensor) and online.dim() == 4 and n == 1:
             online = online.unsqueeze(1)
-        _check_image(online, t, "online_template", leading=2)
+        _check_image(online, t, "online_template", self.input_dtype, leading=2)
         if online.shape[1] != n:
             raise DistilkitError(f"online_template: expected {n} online template(s), got {online.shape[1]}")
         return online
 
     def _check_templates(self, template: torch.Tensor, online: torch.Tensor) -> torch.Tensor:
-        _check_image(template, self._base_config.template_size, "template")
+        _check_image(template, self._base_config.template_size, "template", self.input_dtype)
         online = self._online(online)
         if online.shape[0] != template.shape[0]:
             raise DistilkitError(f"template batch {template.shape[0]} != online_template batch {online.shape[0]}")
@@ -113,7 +120,7 @@ class MixFormerV2(nn.Module):
         block, (B, heads, 4, S) log-attention of the prediction tokens l r t b over the S search tokens,
         row-major; the rest of the mass is on template and prediction tokens) when return_pred_attention."""
         online = self._check_templates(template, online_template)
-        _check_image(search, self._base_config.search_size, "search")
+        _check_image(search, self._base_config.search_size, "search", self.input_dtype)
         if search.shape[0] != template.shape[0]:
             raise DistilkitError(f"search batch {search.shape[0]} != template batch {template.shape[0]}")
         n_pred = self._base_config.num_pred_tokens
@@ -167,6 +174,8 @@ class MixFormerV2(nn.Module):
         return self._templates is not None
 
     def _cache(self, templates: CachedTemplates | None, caller: str) -> CachedTemplates:
+        if templates is not None and not isinstance(templates, CachedTemplates):
+            raise DistilkitError(f"{caller}: templates= takes what set_templates returned, got {type(templates).__name__}")
         cache = self._templates if templates is None else templates
         if cache is None:
             raise DistilkitError(f"{caller}: no templates cached, call set_templates(template, online_template)")
@@ -187,7 +196,7 @@ class MixFormerV2(nn.Module):
         shared by every search image of the batch. skip_unused (T4 heads, no features): the last block
         updates only the prediction tokens, the only ones the heads read."""
         cache = self._cache(templates, "forward_search")
-        _check_image(search, self._base_config.search_size, "search")
+        _check_image(search, self._base_config.search_size, "search", self.input_dtype)
         if cache.weights.changed():
             self._refresh(cache, cache.template, cache.online)
         caches, t_outs = cache.layers, cache.outputs

@@ -62,8 +62,12 @@ class MixFormerV2Tracker:
         for what, factor in (("template_factor", template_factor), ("search_factor", search_factor)):
             if as_number(factor, what) <= 0:
                 raise DistilkitError(f"{what} must be > 0 (crop side = factor × sqrt(w·h)), got {factor}")
-        self.source = model.to(device).eval()
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+            self.source = model.to(self.device).eval()
+        except (RuntimeError, AssertionError) as err:  # unknown device string, or no such device here
+            first = (str(err).strip().splitlines() or ["unavailable"])[0]
+            raise DistilkitError(f"cannot track on device {device!r}: {first}") from None
         self.view_kind = "compiled" if compile else "prepacked" if (
             prepack and self.device.type == "cpu" and prepack_available()) else None
         self._make_view()
@@ -102,7 +106,7 @@ class MixFormerV2Tracker:
         hand the compiled search step channels-last strides, and a second compile on the first frame)."""
         patch = patch if patch.flags.writeable else patch.copy()  # PIL-backed crops are read-only
         x = torch.from_numpy(patch).to(self.device).permute(2, 0, 1).contiguous().unsqueeze(0).float()
-        return (x / 255.0 - self._mean) / self._std
+        return ((x / 255.0 - self._mean) / self._std).to(self.model.input_dtype)
 
     def _template(self, image: np.ndarray, box: np.ndarray) -> torch.Tensor:
         patch, _ = crop_around(image, box, self.template_factor, self.template_size)

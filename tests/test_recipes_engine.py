@@ -226,6 +226,16 @@ def test_data_without_ground_truth_beyond_frame_0_is_refused(tmp_path):
     assert len(train) == 2
 
 
+def test_concatenated_eval_sets_list_their_names_without_building_sequences(monkeypatch):
+    from distilkit.data import SyntheticTracking
+    from distilkit.recipes.runner import _Concat
+
+    parts = [SyntheticTracking(2, 4, seed=0, split="test"), SyntheticTracking(1, 4, seed=5, split="train")]
+    monkeypatch.setattr(SyntheticTracking, "scene", lambda self, i: pytest.fail("names built a scene"))
+    assert _Concat(parts).names == ["synthetic-test-0000", "synthetic-test-0001", "synthetic-train-0000"]
+    assert _Concat([parts[0], [object()]]).names is None  # a part without names: evaluate reads each sequence's
+
+
 def test_teacher_checkpoint_with_another_head_is_refused(tmp_path):
     from distilkit.recipes.models import build_stage_model, load_teacher
 

@@ -134,6 +134,12 @@ class _Concat:
             i -= len(p)
         raise IndexError(i)
 
+    @property
+    def names(self) -> Optional[list[str]]:
+        """Sequence names without loading sequences, when every part lists its own (readers, synthetic)."""
+        lists = [getattr(p, "names", None) for p in self.parts]
+        return [n for names in lists for n in names] if all(isinstance(n, list) for n in lists) else None
+
 
 # -- output directory ------------------------------------------------------------------------------
 def _identity(recipe: Recipe, budget: str, opts: PruneOptions) -> dict[str, Any]:

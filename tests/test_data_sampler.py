@@ -124,6 +124,9 @@ def test_impossible_negatives_fail_at_construction():
         _sampler([lone], negative_prob=0.5)
     hidden = Sequence("hidden", frames, boxes, np.array([True, True, False, True, True]))
     assert _sampler([hidden], negative_prob=1.0)[0]["label"] == 0.0  # its invisible frame serves
+    never_seen = Sequence("never-seen", frames, boxes, np.zeros(5, bool))  # a second video, but no visible target
+    with pytest.raises(DistilkitError, match="negative samples need a second sequence with a visible target"):
+        _sampler([lone, never_seen], negative_prob=1.0)
 
 
 def test_bad_arguments(data):

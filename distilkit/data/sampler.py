@@ -53,13 +53,20 @@ def _usable(seq: Sequence) -> np.ndarray:
 
 
 def check_negatives_possible(datasets: list) -> None:
-    """Negative search crops come from another video or from frames where the target is invisible;
-    with one fully visible video there are none, which is said now rather than mid-training."""
-    if sum(len(d) for d in datasets) >= 2:
-        return
-    if not any((~seq.visible).any() for d in datasets for seq in d):
-        raise DistilkitError("negative samples need a second sequence or frames where the target is invisible; "
-                             "give more training sequences")
+    """Negative search crops come from frames of a sampled video where the target is invisible, or from
+    another video with a visible target; when neither exists (one fully visible video, or beside it only
+    videos without a visible target) that is said now rather than mid-training. Stops early: usually
+    after the first two sequences."""
+    usable = 0
+    for d in datasets:
+        for i in range(len(d)):
+            seq = d[i]
+            if _usable(seq).any():
+                usable += 1
+                if usable >= 2 or (~seq.visible).any():
+                    return
+    raise DistilkitError("negative samples need a second sequence with a visible target, or frames where the target "
+                         "is invisible in a sequence where it is also visible; give more training sequences")
 
 
 def _positive(value: object, what: str) -> float:

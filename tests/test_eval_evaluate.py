@@ -367,3 +367,17 @@ def test_single_frame_sequences_are_not_called_a_test_split():
     res = evaluate(ConstantBoxTracker(), [seq], progress=False)
     assert res.overall["sequences"] == 0 and "single frame" in res.overall["note"]
     assert "test split" not in res.overall["note"]
+
+
+def test_cli_labels_a_prune_stage_model_by_its_stage(tmp_path):
+    """`distilkit prune` saves every stage as <run>/<stage>/model: the label 'model' would say nothing."""
+    from distilkit import io
+    from distilkit.cli import main
+    from distilkit.trackers.mixformerv2 import build_model
+
+    saved = io.save(build_model("mixformerv2-s-tiny"), tmp_path / "run" / "pmdp-4" / "model")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", str(saved), "--data", "synthetic:1", "--out", str(out), "--no-progress"])
+    assert exc.value.code == 0 and (out / "pmdp-4" / "summary.json").is_file()
+    assert json.loads((out / "pmdp-4" / "summary.json").read_text())["tracker"] == "pmdp-4"

@@ -44,6 +44,15 @@ def _plain_name(label: str, what: str) -> str:
     return label
 
 
+def _default_label(model: str) -> str:
+    """The results folder name for MODEL: its last path component, or for `distilkit prune`'s
+    `<run>/<stage>/model` folders the stage's name (every stage's folder is called `model`)."""
+    path = Path(model)
+    if path.name == "model" and (path / "arch.json").is_file() and path.parent.name:
+        return path.parent.name
+    return path.name or model
+
+
 def _check_baselines(names: list[str]) -> None:
     """--baseline takes baseline trackers only (not models), checked before anything is built."""
     from distilkit.eval.baselines import BASELINES
@@ -156,7 +165,7 @@ def eval_command(
     _check_baselines(list(baseline or []))
     specs = [model, *dict.fromkeys(b.lower() for b in baseline or [] if b.lower() != model.lower())]
     labels = [_plain_name(name, "--name") if name is not None
-              else _plain_name(Path(model).name or model, "tracker label (from MODEL; set --name)"), *specs[1:]]
+              else _plain_name(_default_label(model), "tracker label (from MODEL; set --name)"), *specs[1:]]
     if labels[0] in labels[1:]:
         raise DistilkitError(f"tracker label {labels[0]!r} is also a --baseline: set another --name")
     compared = _compare_folders(list(compare or []))

@@ -396,7 +396,15 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu")
         raise DistilkitError(f"{weights}: unreadable safetensors file: {err}") from None
     _check_state(model.state_dict(), state, str(weights), _tied(model))
     model.load_state_dict(state, strict=False)
-    dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
-    if len(dtypes) == 1 and (dtype := dtypes.pop()) != torch.float32:
-        model.to(dtype)
+    _restore_dtypes(model, state)
     return model.to(map_location)
+
+
+def _restore_dtypes(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give every floating tensor the dtype it was saved in (the factory builds float32; a model may mix
+    dtypes, e.g. a half-precision head); values were loaded already and convert exactly."""
+    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    for name, tensor in named:
+        saved = state.get(name)
+        if saved is not None and saved.is_floating_point() and tensor.is_floating_point() and saved.dtype != tensor.dtype:
+            tensor.data = tensor.data.to(saved.dtype)

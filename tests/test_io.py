@@ -233,3 +233,12 @@ def test_saving_a_model_with_an_active_pruner_warns(tmp_path) -> None:
     ProgressiveDepthPruner(model, [0])
     with pytest.warns(UserWarning, match="blocks.0.drop_path1 has forward hooks, which are not saved"):
         io.save(model, tmp_path / "faded")
+
+
+def test_mixed_dtypes_come_back_as_saved(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, **VIT, depth=2).eval()
+    model.head.half()
+    loaded = io.load(io.save(model, tmp_path))
+    assert loaded.head.weight.dtype == torch.float16 and loaded.blocks[0].attn.qkv.weight.dtype == torch.float32
+    assert torch.equal(loaded.head.weight, model.head.weight)

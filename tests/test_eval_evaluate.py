@@ -381,3 +381,12 @@ def test_cli_labels_a_prune_stage_model_by_its_stage(tmp_path):
         main(["eval", str(saved), "--data", "synthetic:1", "--out", str(out), "--no-progress"])
     assert exc.value.code == 0 and (out / "pmdp-4" / "summary.json").is_file()
     assert json.loads((out / "pmdp-4" / "summary.json").read_text())["tracker"] == "pmdp-4"
+
+
+def test_saving_again_into_a_folder_removes_only_the_earlier_runs_result_files(tmp_path):
+    frames = [np.zeros((40, 50, 3), np.uint8)] * 3
+    seqs = [Sequence(f"s{i}", frames, [[5, 5, 10, 8]] * 3, [True] * 3) for i in range(3)]
+    evaluate(ConstantBoxTracker(), seqs, out_dir=tmp_path, progress=False)
+    (tmp_path / "notes.txt").write_text("mine")
+    evaluate(ConstantBoxTracker(), seqs[:1], out_dir=tmp_path, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "s0.txt", "s0_time.txt", "summary.json"]

@@ -60,15 +60,34 @@ class Results:
         }
 
     def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write `<seq>.txt` (x,y,w,h per frame), `<seq>_time.txt` and summary.json into out_dir."""
+        """Write `<seq>.txt` (x,y,w,h per frame), `<seq>_time.txt` and summary.json into out_dir. Result
+        files that an earlier save there listed, for sequences this run does not have, are removed, so the
+        folder holds one run (other files are never touched)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        earlier = _saved_sequences(out / SUMMARY_FILE)
         for s in self.sequences:
             write_atomic(out / f"{s.name}.txt", "".join(",".join(f"{v:.4f}" for v in b) + "\n" for b in s.boxes))
             write_atomic(out / f"{s.name}_time.txt", "".join(f"{t:.6f}\n" for t in s.times))
         write_atomic(out / SUMMARY_FILE, json.dumps(self.summary(), indent=2) + "\n")
+        for name in earlier - {s.name for s in self.sequences}:
+            for stale in (out / f"{name}.txt", out / f"{name}_time.txt"):
+                if stale.is_file():
+                    stale.unlink()
         self.out_dir = out
         return out
+
+
+def _saved_sequences(summary: Path) -> set[str]:
+    """Sequence names an earlier summary.json lists (none when there is no readable one); only plain
+    names count, so a hand-edited summary cannot point outside its folder."""
+    try:
+        listed = json.loads(summary.read_text()).get("sequences", {})
+    except (OSError, ValueError, AttributeError):
+        return set()
+    if not isinstance(listed, dict):
+        return set()
+    return {n for n in listed if isinstance(n, str) and n not in ("", ".", "..") and n == Path(n).name}
 
 
 def combine_results(parts: list[Results], name: str | None = None) -> Results:

@@ -157,11 +157,15 @@ class ScheduledGamma:
         t = as_number(t, f"{self._what} progress")
         if t < 0:
             raise DistilkitError(f"{self._what} progress must be >= 0, got {t}")
-        gamma = self.schedule(t)
-        if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not math.isfinite(gamma):
-            raise DistilkitError(f"{self._what} schedule gave gamma={gamma!r} at t={t:g}; it must return a finite number")
+        value = self.schedule(t)
+        try:
+            gamma = float(value)  # a Python, numpy or 0-d torch number
+        except (TypeError, ValueError):
+            gamma = math.nan
+        if not math.isfinite(gamma):
+            raise DistilkitError(f"{self._what} schedule gave gamma={value!r} at t={t:g}; it must return a finite number")
         self.progress = t
-        self._gamma = min(max(float(gamma), 0.0), 1.0)
+        self._gamma = min(max(gamma, 0.0), 1.0)
         return self._gamma
 
     def set_epoch(self, epoch: int) -> float:

@@ -56,6 +56,13 @@ def test_schedule_arguments() -> None:
     assert StepSchedule(m=4, steps=np.int64(2))(4) == 0.0
 
 
+def test_custom_schedules_may_return_numpy_or_torch_numbers() -> None:
+    for schedule in (lambda t: np.float32(0.25), lambda t: torch.tensor(0.25)):
+        assert ProgressiveDepthPruner(tiny_vit(), [0], schedule=schedule).gamma == 0.25
+    with pytest.raises(DistilkitError, match="schedule gave gamma='high'"):
+        ProgressiveDepthPruner(tiny_vit(), [0], schedule=lambda t: "high")
+
+
 def test_numpy_integers_are_legal_layer_indices_and_counts() -> None:
     assert select_layers(6, method=[np.int64(4), np.int32(1)]) == [1, 4]
     model = tiny_vit()

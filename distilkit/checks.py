@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 import operator
 
 from distilkit.errors import DistilkitError
@@ -23,7 +22,13 @@ def as_int(value: object, what: str, minimum: int | None = None) -> int:
 
 
 def as_number(value: object, what: str) -> float:
-    """`value` as a finite float (any real number, numpy included; not bool, not str)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+    """`value` as a finite float: any real number (numpy and 0-d torch ones included; not bool, not str)."""
+    number = math.nan
+    if not isinstance(value, (bool, str, bytes)):
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            pass
+    if not math.isfinite(number):
         raise DistilkitError(f"{what} must be a finite number, got {value!r}")
-    return float(value)
+    return number

@@ -61,6 +61,9 @@ def test_custom_schedules_may_return_numpy_or_torch_numbers() -> None:
         assert ProgressiveDepthPruner(tiny_vit(), [0], schedule=schedule).gamma == 0.25
     with pytest.raises(DistilkitError, match="schedule gave gamma='high'"):
         ProgressiveDepthPruner(tiny_vit(), [0], schedule=lambda t: "high")
+    pruner = ProgressiveDepthPruner(tiny_vit(), [0], schedule=LinearSchedule(m=4))
+    assert pruner.set_progress(torch.tensor(1.0)) == pytest.approx(0.75)  # progress as a 0-d tensor
+    assert pruner.set_progress(np.float64(2.0)) == pytest.approx(0.5)
 
 
 def test_numpy_integers_are_legal_layer_indices_and_counts() -> None:

@@ -395,14 +395,14 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu")
     except (SafetensorError, OSError, ValueError) as err:
         raise DistilkitError(f"{weights}: unreadable safetensors file: {err}") from None
     _check_state(model.state_dict(), state, str(weights), _tied(model))
-    model.load_state_dict(state, strict=False)
     _restore_dtypes(model, state)
+    model.load_state_dict(state, strict=False)
     return model.to(map_location)
 
 
 def _restore_dtypes(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Give every floating tensor the dtype it was saved in (the factory builds float32; a model may mix
-    dtypes, e.g. a half-precision head); values were loaded already and convert exactly."""
+    """Give every floating tensor the dtype it was saved in, before the values are copied in (the factory
+    builds float32; a model may mix dtypes, e.g. a half-precision head, or be float64 throughout)."""
     named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
     for name, tensor in named:
         saved = state.get(name)

@@ -242,3 +242,7 @@ def test_mixed_dtypes_come_back_as_saved(tmp_path) -> None:
     loaded = io.load(io.save(model, tmp_path))
     assert loaded.head.weight.dtype == torch.float16 and loaded.blocks[0].attn.qkv.weight.dtype == torch.float32
     assert torch.equal(loaded.head.weight, model.head.weight)
+    wide = timm.create_model("vit_tiny_patch16_224", pretrained=False, **VIT, depth=1).double()
+    with torch.no_grad():
+        wide.head.weight.add_(torch.randn_like(wide.head.weight) * 1e-9)  # not representable in float32
+    assert torch.equal(io.load(io.save(wide, tmp_path / "f64")).head.weight, wide.head.weight)

@@ -11,13 +11,8 @@ from distilkit.atomic import atomic_path, write_atomic
 REPORT_JSON, REPORT_MD, PLOT = "report.json", "report.md", "auc_vs_fps.png"
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    """Write `text` to `path` atomically (`distilkit.atomic`)."""
-    write_atomic(path, text)
-
-
 def write_json_atomic(path: str, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def build_report(recipe: str, budget: str, data: str, eval_data: str, baseline: dict[str, Any],
@@ -107,4 +102,4 @@ def plot_auc_vs_fps(report: dict[str, Any], path: str) -> None:
 def write_report(out_dir: str, report: dict[str, Any]) -> None:
     write_json_atomic(os.path.join(out_dir, REPORT_JSON), report)
     plot_auc_vs_fps(report, os.path.join(out_dir, PLOT))
-    write_text_atomic(os.path.join(out_dir, REPORT_MD), markdown(report))
+    write_atomic(os.path.join(out_dir, REPORT_MD), markdown(report))

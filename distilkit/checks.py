@@ -21,8 +21,9 @@ def as_int(value: object, what: str, minimum: int | None = None) -> int:
     return number
 
 
-def as_number(value: object, what: str) -> float:
-    """`value` as a finite float: any real number (numpy and 0-d torch ones included; not bool, not str)."""
+def as_number(value: object, what: str, minimum: float | None = None, above: float | None = None) -> float:
+    """`value` as a finite float: any real number (numpy and 0-d torch ones included; not bool, not str),
+    at least `minimum` / greater than `above` when given."""
     number = math.nan
     if not isinstance(value, (bool, str, bytes)):
         try:
@@ -31,4 +32,8 @@ def as_number(value: object, what: str) -> float:
             pass
     if not math.isfinite(number):
         raise DistilkitError(f"{what} must be a finite number, got {value!r}")
+    if minimum is not None and number < minimum:
+        raise DistilkitError(f"{what} must be >= {minimum:g}, got {number:g}")
+    if above is not None and number <= above:
+        raise DistilkitError(f"{what} must be > {above:g}, got {number:g}")
     return number

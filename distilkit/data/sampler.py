@@ -69,20 +69,6 @@ def check_negatives_possible(datasets: list) -> None:
                          "is invisible in a sequence where it is also visible; give more training sequences")
 
 
-def _positive(value: object, what: str) -> float:
-    number = as_number(value, what)
-    if number <= 0:
-        raise DistilkitError(f"{what} must be > 0, got {number:g}")
-    return number
-
-
-def _non_negative(value: object, what: str) -> float:
-    number = as_number(value, what)
-    if number < 0:
-        raise DistilkitError(f"{what} must be >= 0, got {number:g}")
-    return number
-
-
 class PairSampler(torch.utils.data.Dataset):
     """`samples_per_epoch` training samples drawn from `datasets` (weighted by their sequence counts);
     a dataset is anything indexable that yields `Sequence`s (a list of sequences works too).
@@ -118,10 +104,12 @@ class PairSampler(torch.utils.data.Dataset):
             raise DistilkitError(f"negative_prob must be in [0, 1], got {negative_prob}")
         self.template_size = as_int(template_size, "template_size", minimum=1)
         self.search_size = as_int(search_size, "search_size", minimum=1)
-        self.template_factor, self.search_factor = _positive(template_factor, "template_factor"), _positive(search_factor, "search_factor")
-        self.center_jitter, self.scale_jitter = _non_negative(center_jitter, "center_jitter"), _non_negative(scale_jitter, "scale_jitter")
-        self.template_center_jitter = _non_negative(template_center_jitter, "template_center_jitter")
-        self.template_scale_jitter = _non_negative(template_scale_jitter, "template_scale_jitter")
+        self.template_factor = as_number(template_factor, "template_factor", above=0)
+        self.search_factor = as_number(search_factor, "search_factor", above=0)
+        self.center_jitter = as_number(center_jitter, "center_jitter", minimum=0)
+        self.scale_jitter = as_number(scale_jitter, "scale_jitter", minimum=0)
+        self.template_center_jitter = as_number(template_center_jitter, "template_center_jitter", minimum=0)
+        self.template_scale_jitter = as_number(template_scale_jitter, "template_scale_jitter", minimum=0)
         self.max_gap = as_int(max_gap, "max_gap", minimum=0)
         self.samples_per_epoch = as_int(samples_per_epoch, "samples_per_epoch", minimum=1)
         self.negative_prob, self.seed, self.epoch = float(negative_prob), as_int(seed, "seed", minimum=0), 0

@@ -66,8 +66,8 @@ def target_hidden(sites: Sequence[MlpSite], ratio: Optional[float], hidden: Opti
     if (ratio is None) == (hidden is None):
         raise DistilkitError("give exactly one of ratio (hidden = ratio × embed dim) or hidden (a channel count)")
     round_to = as_int(round_to, "round_to (channels)", minimum=1)
-    if ratio is not None and not as_number(ratio, "MLP ratio") > 0:
-        raise DistilkitError(f"MLP ratio must be > 0, got {ratio}")
+    if ratio is not None:
+        ratio = as_number(ratio, "MLP ratio", above=0)
     if hidden is not None:
         hidden = as_int(hidden, "hidden size", minimum=1)
     targets = []

@@ -79,10 +79,7 @@ class MixFormerV2Config:
         if self.head_hidden is not None:
             self.head_hidden = as_int(self.head_hidden, "head_hidden", minimum=1)
         for key in ("mlp_ratio", "norm_eps", "search_factor"):
-            value = as_number(getattr(self, key), key)
-            if value <= 0:
-                raise DistilkitError(f"{key} must be > 0, got {value:g}")
-            setattr(self, key, value)
+            setattr(self, key, as_number(getattr(self, key), key, above=0))
         for key in ("qkv_bias", "score_head", "legacy_timm_params"):
             if not isinstance(getattr(self, key), bool):
                 raise DistilkitError(f"{key} must be true or false, got {getattr(self, key)!r}")

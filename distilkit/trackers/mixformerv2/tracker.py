@@ -13,9 +13,9 @@ import math
 import numpy as np
 import torch
 
+from distilkit.checks import as_int, as_number
 from distilkit.data.crop import CropWindow, check_rgb_image, clip_box, crop_around
 from distilkit.data.sampler import IMAGENET_MEAN, IMAGENET_STD
-from distilkit.checks import as_int, as_number
 from distilkit.errors import DistilkitError
 from distilkit.fingerprint import ModuleFingerprint
 from distilkit.prepack import prepack_available, prepacked_view, shared_view
@@ -58,10 +58,9 @@ class MixFormerV2Tracker:
                 f"{cfg.template_size}/{cfg.search_size} (template/search)"
             )
         update_interval = as_int(update_interval, "update_interval", minimum=1)
-        search_factor = cfg.search_factor if search_factor is None else search_factor
-        for what, factor in (("template_factor", template_factor), ("search_factor", search_factor)):
-            if as_number(factor, what) <= 0:
-                raise DistilkitError(f"{what} must be > 0 (crop side = factor × sqrt(w·h)), got {factor}")
+        # crop side = factor × sqrt(w·h)
+        self.template_factor = as_number(template_factor, "template_factor", above=0)
+        self.search_factor = as_number(cfg.search_factor if search_factor is None else search_factor, "search_factor", above=0)
         try:
             self.device = torch.device(device)
             self.source = model.to(self.device).eval()
@@ -71,8 +70,6 @@ class MixFormerV2Tracker:
         self.view_kind = "compiled" if compile else "prepacked" if (
             prepack and self.device.type == "cpu" and prepack_available()) else None
         self._make_view()
-        self.template_factor = float(template_factor)
-        self.search_factor = float(search_factor)
         self.update_interval = update_interval
         self.score_threshold = as_number(score_threshold, "score_threshold")
         self.online_update = model.score_head is not None

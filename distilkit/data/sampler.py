@@ -17,7 +17,7 @@ import torch
 
 from distilkit.checks import as_int, as_number
 from distilkit.data.crop import crop_around
-from distilkit.data.sequence import Sequence
+from distilkit.data.sequence import Sequence, sized_boxes
 from distilkit.errors import DistilkitError
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -47,9 +47,7 @@ def jitter_box(box_xywh: np.ndarray, rng: np.random.Generator, center_jitter: fl
 
 
 def _usable(seq: Sequence) -> np.ndarray:
-    b = seq.boxes
-    with np.errstate(invalid="ignore"):
-        return seq.visible & np.isfinite(b).all(1) & (b[:, 2] > 0) & (b[:, 3] > 0)
+    return seq.visible & sized_boxes(seq.boxes)
 
 
 def check_negatives_possible(datasets: list) -> None:

@@ -60,6 +60,13 @@ def load_image(path: FrameSource) -> np.ndarray:
         raise DistilkitError(f"cannot read frame {os.fspath(path)}: {err}") from None
 
 
+def sized_boxes(boxes: np.ndarray) -> np.ndarray:
+    """Which (N, 4) x,y,w,h boxes are real: finite, with positive width and height (NaN rows are not)."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(b).all(1) & (b[:, 2] > 0) & (b[:, 3] > 0)
+
+
 def read_boxes(path: Path) -> np.ndarray:
     """Parse an x,y,w,h annotation file (comma, tab or space separated; blank lines ignored) -> (N, 4).
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from distilkit.data.sequence import sized_boxes
 from distilkit.errors import DistilkitError
 
 OVERLAP_THRESHOLDS = np.arange(21, dtype=np.float64) * 0.05  # as pytracking: torch.arange(0, 1.05, 0.05)
@@ -44,9 +45,7 @@ def _prepare(pred, gt, valid, visible, exclude_invalid: bool):
     scored = np.ones(n, bool) if valid is None else np.asarray(valid, dtype=bool).reshape(-1)
     if len(scored) != n:
         raise DistilkitError(f"valid mask has {len(scored)} entries for {n} frames")
-    with np.errstate(invalid="ignore"):
-        gt_ok = np.isfinite(g).all(1) & (g[:, 2] > 0) & (g[:, 3] > 0)
-        pred_ok = np.isfinite(p).all(1) & (p[:, 2] > 0) & (p[:, 3] > 0)
+    gt_ok, pred_ok = sized_boxes(g), sized_boxes(p)
     if visible is not None:
         vis = np.asarray(visible, dtype=bool).reshape(-1)
         if len(vis) != n:

@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-import numpy as np
 import torch
 
 import distilkit
@@ -58,9 +57,15 @@ class PruneOptions:
     device: Optional[str] = None
 
 
+def _kind(part: str) -> str:
+    """The dataset kind of one `--data` part (`synthetic:20` → synthetic), in any letter case, as
+    `distilkit.data.load_datasets` reads it."""
+    return part.partition(":")[0].strip().lower()
+
+
 def is_synthetic(part: str) -> bool:
-    """`synthetic` or `synthetic:N` in any letter case, as `distilkit.data.load_datasets` reads it."""
-    return part.partition(":")[0].strip().lower() == "synthetic"
+    """`synthetic` or `synthetic:N` in any letter case."""
+    return _kind(part) == "synthetic"
 
 
 def default_budget(recipe: Recipe, data: str) -> str:
@@ -89,14 +94,13 @@ def datasets_for(spec: str, budget: Budget, split: str) -> list[Any]:
     for part in (p.strip() for p in spec.split(",")):
         if not part:
             continue
-        _, _, arg = part.partition(":")
-        if is_synthetic(part):
+        kind, arg = _kind(part), part.partition(":")[2]
+        if kind == "synthetic":
             if arg and (not arg.isdigit() or int(arg) < 1):
                 raise DistilkitError(f"synthetic:N needs a positive sequence count, got {arg!r}")
             out.append(_synthetic(budget, split, int(arg) if arg else None))
             continue
-        known = part.partition(":")[0].strip().lower() in SPEC_KINDS  # an unknown kind is load_datasets' to name
-        if known and arg and not os.path.isdir(arg):
+        if kind in SPEC_KINDS and arg and not os.path.isdir(arg):  # an unknown kind is load_datasets' to name
             raise DistilkitError(f"dataset directory not found: {arg} (from {flag} {part})")
         for dataset in load_datasets(part, split=split):
             check_ground_truth(dataset, f"{flag} {part}")
@@ -109,11 +113,11 @@ def datasets_for(spec: str, budget: Budget, split: str) -> list[Any]:
 def check_ground_truth(dataset: Any, where: str) -> None:
     """Refuse a dataset with no box beyond frame 0 (an unlabelled test split such as TrackingNet TEST):
     training would sample NaN boxes and evaluation could score nothing. Stops at the first annotated sequence."""
+    from distilkit.data.sequence import sized_boxes
+
     for i in range(len(dataset)):
-        boxes = dataset[i].boxes[1:]
-        with np.errstate(invalid="ignore"):
-            if (np.isfinite(boxes).all(1) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)).any():
-                return
+        if sized_boxes(dataset[i].boxes[1:]).any():
+            return
     raise DistilkitError(f"{where}: no sequence has ground truth beyond frame 0 (an unlabelled test split?); "
                          "give annotated sequences (e.g. TrackingNet TRAIN_k chunks, GOT-10k train/val)")
 

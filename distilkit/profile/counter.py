@@ -21,7 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from distilkit.inputs import Inputs, call_model
 from distilkit.profile.inputs import describe_inputs
-from distilkit.profile.ops import DATA_OPS, MAC_OPS, OTHER_OP_NAME, handles
+from distilkit.profile.ops import DATA_OPS, OTHER_OP_NAME, handles, mac_ops
 from distilkit.profile.result import ModuleCost, Profile
 
 
@@ -60,7 +60,8 @@ class _OpCounter(FlopCounterMode):
 
 def _split(counts: dict[Any, int]) -> tuple[int, dict[str, int]]:
     """(MACs, other-op elements by group) from one module's op-keyed counts."""
-    flops = sum(v for op, v in counts.items() if op in MAC_OPS)
+    macs = mac_ops()
+    flops = sum(v for op, v in counts.items() if op in macs)
     other: defaultdict[str, int] = defaultdict(int)
     for op, v in counts.items():
         if op in OTHER_OP_NAME:

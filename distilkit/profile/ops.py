@@ -90,6 +90,35 @@ MAC_HANDLES: dict[Any, Callable[..., int]] = {
 # Every op whose count is MACs (x2 inside the counter): torch's formulas plus ours.
 MAC_OPS = frozenset((*_TORCH_MAC_OPS, *MAC_HANDLES))
 
+
+@_raw
+def _prefix_attention(q, k, v, k_prefix, v_prefix, num_heads, *_, out_val=None, **__):  # type: ignore[no-untyped-def]
+    """distilkit.kernels.prefix_attention: every query with every prefix and new key, per head."""
+    b, nq, c = q.shape
+    return 2 * b * num_heads * nq * (k_prefix.shape[2] + k.shape[1]) * 2 * (c // num_heads)
+
+
+@_raw
+def _qkv_prefix_attention(qkv, k_prefix, v_prefix, num_heads, query_tail, *_, out_val=None, **__):  # type: ignore[no-untyped-def]
+    b, n, c3 = qkv.shape
+    return 2 * b * num_heads * (query_tail or n) * (k_prefix.shape[2] + n) * 2 * (c3 // 3 // num_heads)
+
+
+def native_mac_handles() -> dict[Any, Callable[..., int]]:
+    """Handles for distilkit's native ops (`distilkit.kernels`) that are loaded in this process."""
+    namespace = torch.ops.distilkit
+    found = {}
+    for name, handle in (("prefix_attention", _prefix_attention), ("qkv_prefix_attention", _qkv_prefix_attention)):
+        packet = getattr(namespace, name, None)
+        if packet is not None:
+            found[packet] = handle
+    return found
+
+
+def mac_ops() -> frozenset[Any]:
+    """Ops whose count is MACs (x2): `MAC_OPS` plus the native ones loaded in this process."""
+    return MAC_OPS | native_mac_handles().keys()
+
 # Other ops, by the name they are reported under; each counts the elements of its output.
 OTHER_OP_GROUPS: dict[str, tuple[str, ...]] = {
     "layer_norm": ("native_layer_norm", "layer_norm"),
@@ -154,7 +183,7 @@ def handles() -> dict[Any, Callable[..., int]]:
     decomposes composite ops whose overload it does not know, so this keeps attention (with its
     original boolean mask), layer_norm or interpolate from being split into smaller ops."""
     mapping: dict[Any, Callable[..., int]] = {}
-    for packet, handle in {**OTHER_HANDLES, **MAC_HANDLES}.items():
+    for packet, handle in {**OTHER_HANDLES, **MAC_HANDLES, **native_mac_handles()}.items():
         mapping[packet] = handle
         for overload in packet.overloads():
             mapping[getattr(packet, overload)] = handle

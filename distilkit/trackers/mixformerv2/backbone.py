@@ -2,7 +2,8 @@
 
 Token layout: template (T), online templates (n·T), search (S), prediction tokens (0 or 4, l r t b).
 Template queries attend to template keys only; search/prediction queries attend to all keys. Both
-halves are separate `scaled_dot_product_attention` calls so FLOPs counters see the real pairs.
+halves are separate `scaled_dot_product_attention` calls so FLOPs counters see the real pairs. The
+template-cached path attends with `distilkit.kernels.qkv_prefix_attention` (native CPU kernel once loaded).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distilkit.kernels import qkv_prefix_attention
 from distilkit.trackers.mixformerv2.config import MixFormerV2Config
 
 
@@ -87,6 +89,9 @@ class MixedAttention(nn.Module):
         if query_tail is not None and (cache is None or cache.k is None):
             raise ValueError("query_tail needs a filled template cache")
         inner = self.qkv.out_features // 3
+        if cache is not None and cache.k is not None:
+            # search (+ prediction) tokens over [cached template keys; their own keys], no concatenation
+            return self.proj(qkv_prefix_attention(self.qkv(x), cache.k, cache.v, self.num_heads, query_tail))
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, inner // self.num_heads).permute(2, 0, 3, 1, 4)
         if cache is None:
             out_t = F.scaled_dot_product_attention(q[:, :, :num_template], k[:, :, :num_template], v[:, :, :num_template])
@@ -95,17 +100,11 @@ class MixedAttention(nn.Module):
             if self.record_tail:
                 tail = q[:, :, n - self.record_tail:]
                 self.recorded = (tail @ k.transpose(-1, -2) * tail.shape[-1] ** -0.5).log_softmax(dim=-1)
-        elif cache.k is None:
+        else:
             if n != num_template:
                 raise ValueError(f"template recording expects {num_template} tokens, got {n}")
             cache.k, cache.v = k.contiguous(), v.contiguous()
             out = F.scaled_dot_product_attention(q, k, v)
-        else:
-            k_all = torch.cat([cache.k.expand(b, -1, -1, -1), k], dim=2)
-            v_all = torch.cat([cache.v.expand(b, -1, -1, -1), v], dim=2)
-            if query_tail is not None:
-                q, n = q[:, :, n - query_tail:], query_tail
-            out = F.scaled_dot_product_attention(q, k_all, v_all)
         return self.proj(out.transpose(1, 2).reshape(b, n, inner))
 
 

@@ -12,6 +12,7 @@ from torch import nn
 from distilkit.compiled import FrozenFunction
 from distilkit.errors import DistilkitError
 from distilkit.fingerprint import ModuleFingerprint
+from distilkit.kernels import load_native
 from distilkit.trackers.mixformerv2.backbone import MixViTBackbone, TemplateKV
 from distilkit.trackers.mixformerv2.config import MixFormerV2Config, preset
 from distilkit.trackers.mixformerv2.heads import CornerHead, PyCornerHead, ScoreHead, T4Head
@@ -218,7 +219,11 @@ class MixFormerV2(nn.Module):
         """Run `forward_search` through TorchInductor with the weights frozen (`distilkit.compiled`):
         same outputs (float rounding), about 1.2× as fast per frame on CPU as prepacked eager kernels.
         Used without autograd and without features only; the first frame compiles (seconds), templates
-        can change freely, weight changes recompile. enable=False goes back to eager."""
+        can change freely, weight changes recompile. enable=False goes back to eager. Enabling also
+        loads the native attention kernel (`distilkit.kernels.load_native()`, built on first use on a
+        machine, ~10 s), which the compiled program then calls; where it cannot be built, SDPA is used."""
+        if enable:
+            load_native()
         self._compiled_search = FrozenFunction(_search_step, self, max_autotune=max_autotune) if enable else None
 
     @property

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from distilkit.compiled import compiler_available
+from distilkit.kernels import load_native
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -127,9 +128,11 @@ def test_tracker_speed_tiny_prints_every_path_with_a_roofline(tmp_path):
     text = _run([str(BENCH / "tracker_speed.py"), "--frames", "2", "--warmup", "1", "--models", "mixformerv2-s-tiny",
                  "--out", str(out)])
     kernels = {"default", "prepacked"} | ({"compiled"} if compiler_available() else set())
-    assert "matmul peak" in out.read_text() and out.read_text().count("mixformerv2-s-tiny") == 3 * len(kernels)
-    assert "matmul peak" in text and "roofline" in text
-    rows = [ln for ln in text.splitlines() if "mixformerv2-s-tiny" in ln]
+    kernels |= {"compiled+native"} if compiler_available() and load_native() else set()
+    saved = out.read_text().splitlines()
+    assert "matmul peak" in saved[0] and sum("│" in ln and "mixformerv2-s-tiny" in ln for ln in saved) == 3 * len(kernels)
+    assert "matmul peak" in text and "roofline" in text and "vs burst peak" in text
+    rows = [ln for ln in text.splitlines() if "mixformerv2-s-tiny" in ln and "│" in ln]
     cells = [[c.strip() for c in ln.replace("│", "|").split("|")] for ln in rows]
     assert {"full", "cached", "cached-untrimmed"} <= {c for row in cells for c in row}
     assert kernels <= {c for row in cells for c in row}

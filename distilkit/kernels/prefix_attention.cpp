@@ -99,22 +99,31 @@ void check_tensor(const at::Tensor& t, int64_t dims, const char* what) {
               "-D with a dense last dimension");
 }
 
-// out (B, Nq, C) = attention of q over [k_prefix; k] / [v_prefix; v]: q, k, v token-major (B, n, C)
-// with any batch/row strides, prefixes (B or 1, H, T, C/H) with any strides but a dense last dim.
-at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& k_prefix,
-                  const at::Tensor& v_prefix, int64_t num_heads) {
+// Token-major rows (B, rows, C) of floats: where batch b, row r starts is data + b * batch + r * row.
+struct Tokens {
+  const float* data;
+  int64_t batch, row, rows;
+};
+
+Tokens tokens(const at::Tensor& t, int64_t first_row, int64_t rows, int64_t first_column) {
+  return {t.data_ptr<float>() + first_row * t.stride(1) + first_column, t.stride(0), t.stride(1), rows};
+}
+
+// out (B, Nq, C) = attention of q over [k_prefix; k] / [v_prefix; v]; prefixes (B or 1, H, T, C/H)
+// with any strides but a dense last dim. Views are passed as pointers and strides, not tensors: making
+// narrowed tensors cost ~15 us a call.
+at::Tensor attend(Tokens q, Tokens k, Tokens v, int64_t B, int64_t C, const at::Tensor& k_prefix,
+                  const at::Tensor& v_prefix, int64_t num_heads, const at::TensorOptions& options) {
   check_tensor(k_prefix, 4, "k_prefix");
   check_tensor(v_prefix, 4, "v_prefix");
-  const int64_t B = q.size(0), Nq = q.size(1), C = q.size(2), N = k.size(1), H = num_heads;
+  const int64_t Nq = q.rows, N = k.rows, H = num_heads;
   TORCH_CHECK(H > 0 && C % H == 0, "prefix_attention: width ", C, " is not a multiple of num_heads ", H);
-  TORCH_CHECK(k.sizes() == v.sizes() && k.size(0) == B && k.size(2) == C, "prefix_attention: k and v must be (B, N, C)");
   TORCH_CHECK(k_prefix.sizes() == v_prefix.sizes() && (k_prefix.size(0) == 1 || k_prefix.size(0) == B) &&
                   k_prefix.size(1) == H && k_prefix.size(3) == C / H,
               "prefix_attention: prefixes must be (B or 1, H, T, C/H)");
   const int64_t D = C / H, T = k_prefix.size(2), L = T + N;
-  auto out = at::empty({B, Nq, C}, q.options());
+  auto out = at::empty({B, Nq, C}, options);
   const float scale = 1.f / std::sqrt(static_cast<float>(D));
-  const float *qd = q.data_ptr<float>(), *kd = k.data_ptr<float>(), *vd = v.data_ptr<float>();
   const float *kpd = k_prefix.data_ptr<float>(), *vpd = v_prefix.data_ptr<float>();
   float* od = out.data_ptr<float>();
   const int64_t prefix_batch = k_prefix.size(0) == 1 ? 0 : 1;
@@ -123,13 +132,13 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / H, h = task % H, pb = b * prefix_batch;
       gather_rows(keys.data(), kpd + pb * k_prefix.stride(0) + h * k_prefix.stride(1), T, D, k_prefix.stride(2));
-      gather_rows(keys.data() + T * D, kd + b * k.stride(0) + h * D, N, D, k.stride(1));
+      gather_rows(keys.data() + T * D, k.data + b * k.batch + h * D, N, D, k.row);
       gather_rows(values.data(), vpd + pb * v_prefix.stride(0) + h * v_prefix.stride(1), T, D, v_prefix.stride(2));
-      gather_rows(values.data() + T * D, vd + b * v.stride(0) + h * D, N, D, v.stride(1));
-      const float* qh = qd + b * q.stride(0) + h * D;
+      gather_rows(values.data() + T * D, v.data + b * v.batch + h * D, N, D, v.row);
+      const float* qh = q.data + b * q.batch + h * D;
       float* oh = od + b * Nq * C + h * D;
       // row-major scores (Nq x L) = scale * Q K^T, written as the column-major product K Q^T
-      gemm("T", "N", L, Nq, D, scale, keys.data(), D, qh, q.stride(1), scores.data(), L);
+      gemm("T", "N", L, Nq, D, scale, keys.data(), D, qh, q.row, scores.data(), L);
       for (int64_t i = 0; i < Nq; ++i) inv_sums[i] = 1.f / exp_shifted_row(scores.data() + i * L, L);
       // row-major out (Nq x D, row stride C) = exp-scores V, as the column-major product V^T S^T;
       // then each row over its sum (D values a row instead of L)
@@ -148,8 +157,11 @@ at::Tensor prefix_attention(const at::Tensor& q, const at::Tensor& k, const at::
   check_tensor(q, 3, "q");
   check_tensor(k, 3, "k");
   check_tensor(v, 3, "v");
-  TORCH_CHECK(q.size(0) == k.size(0) && q.size(2) == k.size(2), "prefix_attention: q must be (B, Nq, C) like k");
-  return attend(q, k, v, k_prefix, v_prefix, num_heads);
+  const int64_t B = q.size(0), C = q.size(2);
+  TORCH_CHECK(k.sizes() == v.sizes() && k.size(0) == B && k.size(2) == C,
+              "prefix_attention: q (B, Nq, C), k and v (B, N, C) expected");
+  return attend(tokens(q, 0, q.size(1), 0), tokens(k, 0, k.size(1), 0), tokens(v, 0, v.size(1), 0), B, C, k_prefix,
+                v_prefix, num_heads, q.options());
 }
 
 // The same for the output of one fused projection, qkv (B, N, 3C) = [q | k | v]; query_tail > 0 keeps
@@ -159,10 +171,11 @@ at::Tensor qkv_prefix_attention(const at::Tensor& qkv, const at::Tensor& k_prefi
                                 int64_t num_heads, int64_t query_tail) {
   check_tensor(qkv, 3, "qkv");
   TORCH_CHECK(qkv.size(2) % 3 == 0, "qkv_prefix_attention: qkv width must be 3 C");
-  const int64_t N = qkv.size(1), C = qkv.size(2) / 3;
+  const int64_t B = qkv.size(0), N = qkv.size(1), C = qkv.size(2) / 3;
   TORCH_CHECK(query_tail >= 0 && query_tail <= N, "qkv_prefix_attention: query_tail must be in [0, N]");
-  const at::Tensor q = qkv.narrow(2, 0, C).narrow(1, query_tail > 0 ? N - query_tail : 0, query_tail > 0 ? query_tail : N);
-  return attend(q, qkv.narrow(2, C, C), qkv.narrow(2, 2 * C, C), k_prefix, v_prefix, num_heads);
+  const int64_t Nq = query_tail > 0 ? query_tail : N;
+  return attend(tokens(qkv, N - Nq, Nq, 0), tokens(qkv, 0, N, C), tokens(qkv, 0, N, 2 * C), B, C, k_prefix, v_prefix,
+                num_heads, qkv.options());
 }
 
 }  // namespace

@@ -186,3 +186,27 @@ def test_pip_ninja_is_found_without_an_activated_venv(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     assert kernels.load_native(), kernels.native_status()
     assert os.environ["PATH"].split(os.pathsep)[0] == ninja.BIN_DIR
+
+
+@needs_native
+def test_a_compiled_program_follows_the_switch():
+    """The program traced with the native op is not reused under use_native(False), nor the reverse."""
+    from distilkit.compiled import compiler_available
+
+    if not compiler_available():
+        pytest.skip("no C++ compiler for TorchInductor")
+    torch.manual_seed(4)
+    model = build_model("mixformerv2-s-tiny").eval()
+    cfg = model.config
+    template = torch.randn(1, 3, cfg.template_size, cfg.template_size)
+    search = torch.randn(1, 3, cfg.search_size, cfg.search_size)
+    with torch.inference_mode():
+        model.set_templates(template, template)
+        eager = model.forward_search(search)["boxes"]
+        model.compile_search()
+        assert "distilkit::qkv_prefix_attention" in _ops_run(lambda: model.forward_search(search))
+        with use_native(False):
+            assert "distilkit::qkv_prefix_attention" not in _ops_run(lambda: model.forward_search(search))
+            assert torch.allclose(model.forward_search(search)["boxes"], eager, atol=1e-5)
+        assert "distilkit::qkv_prefix_attention" in _ops_run(lambda: model.forward_search(search))
+        assert torch.allclose(model.forward_search(search)["boxes"], eager, atol=1e-5)

@@ -112,8 +112,9 @@ def native_status() -> str:
 
 @contextlib.contextmanager
 def use_native(enabled: bool) -> Iterator[None]:
-    """Within the block, loaded native kernels are used (True) or not (False); for A/B comparisons.
-    Programs compiled inside the block keep the choice they were traced with (torch.compile guards it)."""
+    """Within the block, loaded native kernels are used (True) or not (False), process-wide; for A/B
+    comparisons. A compiled program holds the choice it was traced with; called under the other
+    setting it is compiled again (torch.compile guards the switch)."""
     previous = _state.enabled
     _state.enabled = bool(enabled)
     try:

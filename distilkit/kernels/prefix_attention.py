@@ -111,8 +111,15 @@ def qkv_prefix_attention(qkv: torch.Tensor, k_prefix: torch.Tensor, v_prefix: to
     return _sdpa_prefix_attention(q, k, v, k_prefix, v_prefix, num_heads)
 
 
+_fakes_registered = False
+
+
 def register_fake() -> None:
-    """Output shape rule, so torch.compile can trace through the native op (after it is loaded)."""
+    """Output shape rules, so torch.compile can trace through the native ops (once they are loaded)."""
+    global _fakes_registered
+    if _fakes_registered:
+        return
+    _fakes_registered = True
 
     @torch.library.register_fake("distilkit::prefix_attention")
     def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_prefix: torch.Tensor, v_prefix: torch.Tensor,

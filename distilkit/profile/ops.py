@@ -119,6 +119,7 @@ def mac_ops() -> frozenset[Any]:
     """Ops whose count is MACs (x2): `MAC_OPS` plus the native ones loaded in this process."""
     return MAC_OPS | native_mac_handles().keys()
 
+
 # Other ops, by the name they are reported under; each counts the elements of its output.
 OTHER_OP_GROUPS: dict[str, tuple[str, ...]] = {
     "layer_norm": ("native_layer_norm", "layer_norm"),

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from distilkit.errors import DistilkitError
+from distilkit.kernels import load_native, native_status, use_native
 from distilkit.trackers.mixformerv2 import (
     PRESETS,
     MixFormerV2Config,
@@ -78,13 +79,22 @@ def test_output_contract(name: str) -> None:
     assert torch.all((out["boxes"] >= 0) & (out["boxes"] <= 1))
 
 
+@pytest.fixture(params=["sdpa", "native"])
+def attention_kernel(request):
+    """Run a test with the cached path's attention by SDPA and by distilkit's native kernel."""
+    if request.param == "native" and not load_native():
+        pytest.skip(f"native kernels {native_status()}")
+    with use_native(request.param == "native"):
+        yield request.param
+
+
 @pytest.mark.parametrize(
     "name, overrides",
     [(n, {}) for n in TINY]
     + [("mixformerv2-b-tiny", {"num_online_templates": 2}), ("mixvit-b-tiny", {"num_online_templates": 2}),
        ("mixformerv2-s-tiny", {"score_variant": "paper"})],
 )
-def test_cached_path_equals_full_forward(name: str, overrides: dict) -> None:
+def test_cached_path_equals_full_forward(name: str, overrides: dict, attention_kernel) -> None:
     torch.manual_seed(0)
     model = build_model(name, **overrides).eval()
     randomise_norm_stats(model)
@@ -116,7 +126,7 @@ def test_cached_path_equals_full_forward(name: str, overrides: dict) -> None:
         model.forward_search(search)
 
 
-def test_cached_batch_one_template_is_shared() -> None:
+def test_cached_batch_one_template_is_shared(attention_kernel) -> None:
     model = build_model("mixformerv2-b-tiny").eval()
     template, online, search = inputs(model.config, batch=3)
     with torch.no_grad():

@@ -159,3 +159,15 @@ def test_cpu_machines_see_no_cuda_home_warning():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "No CUDA runtime" not in proc.stderr
+
+
+def test_compile_search_loads_the_native_kernel_for_cpu_models_only(monkeypatch):
+    import distilkit.trackers.mixformerv2.model as model_module
+
+    calls = []
+    monkeypatch.setattr(model_module, "load_native", lambda: calls.append(1) or True)
+    model = build_model("mixformerv2-s-tiny").eval()
+    model.compile_search()
+    assert calls == [1]
+    model.to("meta").compile_search()  # stands for a GPU model: the CPU kernel would never run
+    assert calls == [1]

@@ -221,8 +221,9 @@ class MixFormerV2(nn.Module):
         Used without autograd and without features only; the first frame compiles (seconds), templates
         can change freely, weight changes recompile. enable=False goes back to eager. Enabling also
         loads the native attention kernel (`distilkit.kernels.load_native()`, built on first use on a
-        machine, ~10 s), which the compiled program then calls; where it cannot be built, SDPA is used."""
-        if enable:
+        machine, ~10 s) for a model on CPU, which the compiled program then calls; where it cannot be
+        built, SDPA is used."""
+        if enable and all(p.device.type == "cpu" for p in self.parameters()):
             load_native()
         self._compiled_search = FrozenFunction(_search_step, self, max_autotune=max_autotune) if enable else None
 

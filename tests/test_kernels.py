@@ -210,3 +210,28 @@ def test_a_compiled_program_follows_the_switch():
             assert torch.allclose(model.forward_search(search)["boxes"], eager, atol=1e-5)
         assert "distilkit::qkv_prefix_attention" in _ops_run(lambda: model.forward_search(search))
         assert torch.allclose(model.forward_search(search)["boxes"], eager, atol=1e-5)
+
+
+_OTHER_ISA = """
+import sys, torch
+torch.backends.cpu.get_cpu_capability = lambda: sys.argv[1]  # build the variant another CPU would get
+from distilkit import kernels
+from distilkit.kernels import qkv_prefix_attention
+assert kernels.load_native(), kernels.native_status()
+torch.manual_seed(0)
+qkv, kp, vp = torch.randn(2, 37, 3 * 48) * 2, torch.randn(1, 3, 23, 16) * 2, torch.randn(1, 3, 23, 16)
+for tail in (None, 5):
+    native = qkv_prefix_attention(qkv, kp, vp, 3, tail, native_kernel=True)
+    sdpa = qkv_prefix_attention(qkv, kp, vp, 3, tail, native_kernel=False)
+    assert (native - sdpa).abs().max() < 1e-5, (native - sdpa).abs().max()
+print(kernels.native_status())
+"""
+
+
+@needs_native
+@pytest.mark.parametrize("isa", ["AVX2", "DEFAULT"])
+def test_the_builds_for_other_cpus_give_the_same_results(isa):
+    """The at::vec code paths of CPUs without AVX-512 (run here, on a CPU that has it)."""
+    proc = subprocess.run([sys.executable, "-c", _OTHER_ISA, isa], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == f"loaded ({isa})"

@@ -106,6 +106,15 @@ def test_query_tail_out_of_range_is_a_clear_error():
         qkv_prefix_attention(torch.randn(1, 4, 12), torch.randn(1, 3, 3, 4), torch.randn(1, 3, 3, 4), 3, 5)
 
 
+def _tiny_tracker_model(seed: int):
+    """mixformerv2-s-tiny in eval mode with a template and a search image of its sizes."""
+    torch.manual_seed(seed)
+    model = build_model("mixformerv2-s-tiny").eval()
+    cfg = model.config
+    template = torch.randn(1, 3, cfg.template_size, cfg.template_size)
+    return model, template, torch.randn(1, 3, cfg.search_size, cfg.search_size)
+
+
 def _ops_run(fn) -> set[str]:
     with torch_profile() as prof:
         fn()
@@ -114,11 +123,7 @@ def _ops_run(fn) -> set[str]:
 
 @needs_native
 def test_cached_path_calls_the_native_op_only_when_switched_on_and_counts_the_same_macs():
-    torch.manual_seed(3)
-    model = build_model("mixformerv2-s-tiny").eval()
-    cfg = model.config
-    template = torch.randn(1, 3, cfg.template_size, cfg.template_size)
-    search = torch.randn(1, 3, cfg.search_size, cfg.search_size)
+    model, template, search = _tiny_tracker_model(3)
     with torch.inference_mode():
         model.set_templates(template, template)
         with use_native(False):
@@ -195,11 +200,7 @@ def test_a_compiled_program_follows_the_switch():
 
     if not compiler_available():
         pytest.skip("no C++ compiler for TorchInductor")
-    torch.manual_seed(4)
-    model = build_model("mixformerv2-s-tiny").eval()
-    cfg = model.config
-    template = torch.randn(1, 3, cfg.template_size, cfg.template_size)
-    search = torch.randn(1, 3, cfg.search_size, cfg.search_size)
+    model, template, search = _tiny_tracker_model(4)
     with torch.inference_mode():
         model.set_templates(template, template)
         eager = model.forward_search(search)["boxes"]

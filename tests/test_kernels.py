@@ -38,7 +38,8 @@ def _reference(q, k, v, kp, vp, heads):
 # (batch, new tokens, query tail, prefix tokens, heads, head dim, prefix batch): vector tails of every
 # kind (keys < 16, exact multiples of 16, head dims that are not vector multiples), no prefix, one key
 SHAPES = [(1, 200, None, 98, 12, 64, 1), (2, 37, 5, 11, 3, 16, 1), (2, 37, None, 11, 3, 16, 2),
-          (1, 5, None, 0, 2, 8, 1), (3, 1, 1, 0, 1, 5, 1), (1, 16, None, 16, 2, 7, 1), (2, 9, 4, 23, 4, 3, 2)]
+          (1, 5, None, 0, 2, 8, 1), (3, 1, 1, 0, 1, 5, 1), (1, 16, None, 16, 2, 7, 1), (2, 9, 4, 23, 4, 3, 2),
+          (2, 600, 530, 40, 2, 16, 1)]  # more queries than one block of 256: three blocks, the last partial
 
 
 @needs_native

@@ -18,6 +18,7 @@
 #include <immintrin.h>
 #endif
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -30,6 +31,8 @@ extern "C" void sgemm_(const char* transa, const char* transb, const int* m, con
 namespace {
 
 using Vec = at::vec::Vectorized<float>;
+
+constexpr int64_t kQueryBlock = 256;  // query rows per GEMM pair (MixFormerV2-S: all 200 in one)
 
 // Column-major BLAS sgemm with 64-bit sizes (the Python side keeps every size below 2^31).
 void gemm(const char* ta, const char* tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
@@ -127,25 +130,30 @@ at::Tensor attend(Tokens q, Tokens k, Tokens v, int64_t B, int64_t C, const at::
   const float *kpd = k_prefix.data_ptr<float>(), *vpd = v_prefix.data_ptr<float>();
   float* od = out.data_ptr<float>();
   const int64_t prefix_batch = k_prefix.size(0) == 1 ? 0 : 1;
+  // queries in blocks of at most kQueryBlock rows: scores take kQueryBlock * L floats a thread, not Nq * L
+  const int64_t rows_per_block = std::min<int64_t>(Nq, kQueryBlock);
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> keys(L * D), values(L * D), scores(Nq * L), inv_sums(Nq);
+    std::vector<float> keys(L * D), values(L * D), scores(rows_per_block * L), inv_sums(rows_per_block);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / H, h = task % H, pb = b * prefix_batch;
       gather_rows(keys.data(), kpd + pb * k_prefix.stride(0) + h * k_prefix.stride(1), T, D, k_prefix.stride(2));
       gather_rows(keys.data() + T * D, k.data + b * k.batch + h * D, N, D, k.row);
       gather_rows(values.data(), vpd + pb * v_prefix.stride(0) + h * v_prefix.stride(1), T, D, v_prefix.stride(2));
       gather_rows(values.data() + T * D, v.data + b * v.batch + h * D, N, D, v.row);
-      const float* qh = q.data + b * q.batch + h * D;
-      float* oh = od + b * Nq * C + h * D;
-      // row-major scores (Nq x L) = scale * Q K^T, written as the column-major product K Q^T
-      gemm("T", "N", L, Nq, D, scale, keys.data(), D, qh, q.row, scores.data(), L);
-      for (int64_t i = 0; i < Nq; ++i) inv_sums[i] = 1.f / exp_shifted_row(scores.data() + i * L, L);
-      // row-major out (Nq x D, row stride C) = exp-scores V, as the column-major product V^T S^T;
-      // then each row over its sum (D values a row instead of L)
-      gemm("N", "N", D, Nq, L, 1.f, values.data(), D, scores.data(), L, oh, C);
-      for (int64_t i = 0; i < Nq; ++i) {
-        const float f = inv_sums[i];
-        at::vec::map([f](Vec x) { return x * Vec(f); }, oh + i * C, oh + i * C, D);
+      for (int64_t first = 0; first < Nq; first += rows_per_block) {
+        const int64_t rows = std::min(rows_per_block, Nq - first);
+        const float* qh = q.data + b * q.batch + first * q.row + h * D;
+        float* oh = od + (b * Nq + first) * C + h * D;
+        // row-major scores (rows x L) = scale * Q K^T, written as the column-major product K Q^T
+        gemm("T", "N", L, rows, D, scale, keys.data(), D, qh, q.row, scores.data(), L);
+        for (int64_t i = 0; i < rows; ++i) inv_sums[i] = 1.f / exp_shifted_row(scores.data() + i * L, L);
+        // row-major out (rows x D, row stride C) = exp-scores V, as the column-major product V^T S^T;
+        // then each row over its sum (D values a row instead of L)
+        gemm("N", "N", D, rows, L, 1.f, values.data(), D, scores.data(), L, oh, C);
+        for (int64_t i = 0; i < rows; ++i) {
+          const float f = inv_sums[i];
+          at::vec::map([f](Vec x) { return x * Vec(f); }, oh + i * C, oh + i * C, D);
+        }
       }
     }
   });

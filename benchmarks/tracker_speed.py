@@ -5,9 +5,9 @@ Run: python benchmarks/tracker_speed.py [--frames 40] [--warmup 5] [--models mix
 Random weights (speed does not depend on them). Every path runs with the default linear kernel
 (`F.linear`), with prepacked oneDNN weights (`distilkit.prepack`, what `MixFormerV2Tracker` uses by
 default) and, where a C++ compiler is found, compiled by TorchInductor with frozen weights
-(`distilkit.compiled`), and compiled with the cached path's attention run by distilkit's native kernel
-(`distilkit.kernels`, built at run time; `MixFormerV2Tracker(compile=True)`): one copy of the model each. Paths take
-turns in blocks of `--block` consecutive frames, so that load from other processes hits all of them
+(`distilkit.compiled`), once with SDPA attention and once with the cached path's attention in
+distilkit's native kernel (`distilkit.kernels`, built at run time; what `MixFormerV2Tracker(compile=True)`
+runs): one copy of the model each. Paths take turns in blocks of `--block` consecutive frames, so that load from other processes hits all of them
 alike while each block runs as a tracker does, one model frame after frame; the first frame of each
 block (caches still full of the previous path's weights), warm-up frames and compilation are
 excluded. The speed-up compares a path with the full forward on the same kernels. The roofline is the

@@ -43,7 +43,8 @@ def test_freed_buffers_are_reused_without_page_faults():
     applied, retained = _faults_per_frame("retain")
     _, default = _faults_per_frame("default")
     assert applied == "True"
-    assert default > 100, "glibc's default policy should fault these buffers in every frame"
+    if default <= 100:
+        pytest.skip(f"this glibc does not fault these buffers in again by default ({default:.0f} a frame)")
     assert retained < 5
 
 

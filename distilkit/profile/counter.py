@@ -58,9 +58,8 @@ class _OpCounter(FlopCounterMode):
         return super()._count_flops(func_packet, out, args, kwargs)
 
 
-def _split(counts: dict[Any, int]) -> tuple[int, dict[str, int]]:
-    """(MACs, other-op elements by group) from one module's op-keyed counts."""
-    macs = mac_ops()
+def _split(counts: dict[Any, int], macs: frozenset[Any]) -> tuple[int, dict[str, int]]:
+    """(MACs, other-op elements by group) from one module's op-keyed counts; `macs`: the MAC ops."""
     flops = sum(v for op, v in counts.items() if op in macs)
     other: defaultdict[str, int] = defaultdict(int)
     for op, v in counts.items():
@@ -114,13 +113,14 @@ def profile(model: nn.Module, inputs: Inputs) -> Profile:
             by_name[""] = counts
         elif tracked.startswith(root + "."):
             by_name[tracked[len(root) + 1:]] = counts
+    mac_op_set = mac_ops()  # once per profile, not per module
     modules = {}
     for name, module in model.named_modules():
-        macs, other = _split(by_name.get(name, {}))
+        macs, other = _split(by_name.get(name, {}), mac_op_set)
         modules[name] = ModuleCost(name, type(module).__name__, param_counts(module)[0], macs, other)
     _fill_uncalled(model, modules, set(by_name))
 
-    total_macs, total_other = _split(counter.get_flop_counts().get("Global", {}))
+    total_macs, total_other = _split(counter.get_flop_counts().get("Global", {}), mac_op_set)
     total, trainable = param_counts(model)
     return Profile(
         model=root,

@@ -1,7 +1,8 @@
 """Square context crops around a box, and the maps between image and crop coordinates.
 
 Convention (MixFormerV2/STARK): side = ceil(sqrt(w·h)·factor), centred on the box centre,
-zero-padded where it leaves the image, resized to `output_size`. Boxes inside the crop are
+zero-padded where it leaves the image, resized to `output_size` the way the official code does
+(`cv2.copyMakeBorder` + `cv2.resize`, bilinear without antialiasing). Boxes inside the crop are
 normalised xyxy in [0, 1] relative to the crop.
 """
 
@@ -12,8 +13,6 @@ import numbers
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
-
 from distilkit.errors import DistilkitError
 
 
@@ -65,6 +64,24 @@ def check_rgb_image(image: np.ndarray) -> None:
         raise DistilkitError(f"expected a uint8 RGB image (0-255), got dtype {image.dtype}")
 
 
+def _bilinear_taps(out: int, side: int, start: int, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Along one axis, for resizing the window [start, start + side) of an image `limit` pixels long to
+    `out` pixels as cv2.resize(INTER_LINEAR) does (pixel centres aligned: src = (dst + 0.5)·side/out - 0.5;
+    the window's edge pixels repeated beyond it): each output pixel's two source indices (clipped into
+    the image) and their weights, zero for a source pixel outside the image (the zero padding)."""
+    src = (np.arange(out, dtype=np.float64) + 0.5) * (side / out) - 0.5
+    first = np.floor(src)
+    frac = src - first
+    before, after = first < 0, first >= side - 1
+    first[before], frac[before] = 0, 0
+    first[after], frac[after] = side - 1, 0
+    a = first.astype(np.int64) + start
+    b = np.minimum(first.astype(np.int64) + 1, side - 1) + start
+    wa = (1 - frac) * ((a >= 0) & (a < limit))
+    wb = frac * ((b >= 0) & (b < limit))
+    return np.clip(a, 0, limit - 1), np.clip(b, 0, limit - 1), wa.astype(np.float32), wb.astype(np.float32)
+
+
 def crop_around(
     image: np.ndarray,
     box_xywh: np.ndarray,
@@ -74,22 +91,31 @@ def crop_around(
     scale: float = 1.0,
 ) -> tuple[np.ndarray, CropWindow]:
     """Cut the square context window around `box_xywh` (optionally shifted/rescaled, for training
-    jitter), zero-pad outside the image and resize to `output_size`. Returns (crop uint8, window)."""
+    jitter), zero-pad outside the image and resize to `output_size`. Returns (crop uint8, window).
+
+    Matches the official `cv2.copyMakeBorder(..., BORDER_CONSTANT)` + `cv2.resize` to ±1 grey level
+    (cv2 rounds in fixed point), without building the padded window: only the image pixels the
+    output samples are read, so a window far larger than the image costs no more than a small one."""
     check_rgb_image(image)
     side = max(1, math.ceil(crop_side(box_xywh, factor) * scale))
     cx = float(box_xywh[0]) + float(box_xywh[2]) / 2 + center_shift[0]
     cy = float(box_xywh[1]) + float(box_xywh[3]) / 2 + center_shift[1]
     x0 = round(cx - side / 2)
     y0 = round(cy - side / 2)
+    window = CropWindow(float(x0), float(y0), float(side), output_size)
     h, w = image.shape[:2]
-    patch = np.zeros((side, side, 3), dtype=np.uint8)
-    sx0, sy0 = max(x0, 0), max(y0, 0)
-    sx1, sy1 = min(x0 + side, w), min(y0 + side, h)
-    if sx1 > sx0 and sy1 > sy0:
-        patch[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
-    if side != output_size:
-        patch = np.array(Image.fromarray(patch).resize((output_size, output_size), Image.BILINEAR))
-    return patch, CropWindow(float(x0), float(y0), float(side), output_size)
+    ya, yb, wya, wyb = _bilinear_taps(output_size, side, y0, h)
+    xa, xb, wxa, wxb = _bilinear_taps(output_size, side, x0, w)
+    c0, c1 = int(min(xa.min(), xb.min())), int(max(xa.max(), xb.max())) + 1
+    strip = image[:, c0:c1]  # the columns the output samples; rows blended first, then columns
+    rows = strip[ya] * wya[:, None, None]
+    rows += strip[yb] * wyb[:, None, None]
+    rows = rows.reshape(output_size, -1)  # channels interleaved: column c of the strip is 3c, 3c+1, 3c+2
+    channels = np.arange(3)
+    crop = rows[:, ((xa - c0)[:, None] * 3 + channels).ravel()] * np.repeat(wxa, 3)
+    crop += rows[:, ((xb - c0)[:, None] * 3 + channels).ravel()] * np.repeat(wxb, 3)
+    np.clip(np.rint(crop, out=crop), 0, 255, out=crop)
+    return crop.astype(np.uint8).reshape(output_size, output_size, 3), window
 
 
 def clip_box(box_xywh: np.ndarray, image_hw: tuple[int, int], margin: float = 10.0) -> np.ndarray:

@@ -101,7 +101,6 @@ class MixFormerV2Tracker:
     def _to_tensor(self, patch: np.ndarray) -> torch.Tensor:
         """uint8 H×W×3 crop → normalised, contiguous (1, 3, H, W) float tensor (a permuted view would
         hand the compiled search step channels-last strides, and a second compile on the first frame)."""
-        patch = patch if patch.flags.writeable else patch.copy()  # PIL-backed crops are read-only
         x = torch.from_numpy(patch).to(self.device).permute(2, 0, 1).contiguous().unsqueeze(0).float()
         return ((x / 255.0 - self._mean) / self._std).to(self.model.input_dtype)
 

@@ -137,6 +137,11 @@ def test_tracker_speed_tiny_prints_every_path_with_a_roofline(tmp_path):
     assert {"full", "cached", "cached-untrimmed"} <= {c for row in cells for c in row}
     assert kernels <= {c for row in cells for c in row}
     assert len(rows) == 3 * len(kernels)
+    summary = [ln for ln in text.splitlines() if ln.startswith("mixformerv2-s-tiny: fastest cached path")]
+    assert len(summary) == 1 and "its full forward" in summary[0] and "the roofline" in summary[0]
+    cached = {row[row.index("cached") - 1]: float(row[row.index("cached") + 2]) for row in cells if "cached" in row}
+    named = summary[0].split("fastest cached path ")[1].split(",")[0]
+    assert cached[named] == min(cached.values())  # medians as printed (rounded): ties allowed
 
 
 @pytest.mark.parametrize("script, args, message", [

@@ -14,6 +14,7 @@ import importlib
 import inspect
 import json
 import os
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -337,8 +338,11 @@ def save(model: nn.Module, path: str | os.PathLike[str], *, arch: dict[str, Any]
                       "finalize() it first to save the pruned model); the file holds the model without them",
                       stacklevel=2)
     out = make_output_dir(path)
+    # Each file is replaced atomically, but not the pair: a crash between the two leaves new weights
+    # beside the old arch.json. A shared id per save lets `load` tell such a pair from a real one.
+    spec = {**spec, "save_id": uuid.uuid4().hex}
     with atomic_path(out / WEIGHTS) as tmp:
-        save_model(net, tmp, metadata={"format": FORMAT})
+        save_model(net, tmp, metadata={"format": FORMAT, "save_id": spec["save_id"]})
     write_atomic(out / ARCH, json.dumps(spec, indent=2) + "\n")
     return out
 
@@ -381,7 +385,7 @@ def build(spec: dict[str, Any], where: str = "arch.json") -> nn.Module:
 
 def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the model saved at `path` from its arch.json and load its weights strictly."""
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     root = Path(path)
@@ -391,9 +395,14 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu")
     if not weights.is_file():
         raise DistilkitError(f"{root} has no {WEIGHTS}")
     try:
+        with safe_open(str(weights), framework="pt") as handle:
+            weights_id = (handle.metadata() or {}).get("save_id")
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
         raise DistilkitError(f"{weights}: unreadable safetensors file: {err}") from None
+    if spec.get("save_id") != weights_id and None not in (spec.get("save_id"), weights_id):
+        raise DistilkitError(f"{root}: {WEIGHTS} and {ARCH} were written by different saves (an interrupted "
+                             "save?): save the model again")
     _check_state(model.state_dict(), state, str(weights), _tied(model))
     _restore_dtypes(model, state)
     model.load_state_dict(state, strict=False)

@@ -246,3 +246,22 @@ def test_mixed_dtypes_come_back_as_saved(tmp_path) -> None:
     with torch.no_grad():
         wide.head.weight.add_(torch.randn_like(wide.head.weight) * 1e-9)  # not representable in float32
     assert torch.equal(io.load(io.save(wide, tmp_path / "f64")).head.weight, wide.head.weight)
+
+
+def test_weights_and_arch_of_different_saves_are_refused(tmp_path) -> None:
+    """Each file is replaced atomically, the pair is not: a save interrupted between the two leaves new
+    weights beside the old arch.json, which must not load as if it were one model."""
+    io.register_factory("test-linear", lambda: nn.Linear(3, 2))
+    arch = {"factory": "test-linear", "config": {}}
+    io.save(nn.Linear(3, 2), tmp_path / "m", arch=arch)
+    old_arch = (tmp_path / "m" / "arch.json").read_text()
+    io.load(tmp_path / "m")
+    io.save(nn.Linear(3, 2), tmp_path / "m", arch=arch)
+    io.load(tmp_path / "m")
+    (tmp_path / "m" / "arch.json").write_text(old_arch)  # as if the second save had stopped after the weights
+    with pytest.raises(DistilkitError, match="model.safetensors and arch.json were written by different saves"):
+        io.load(tmp_path / "m")
+    spec = json.loads(old_arch)
+    del spec["save_id"]  # files written before save ids existed still load
+    (tmp_path / "m" / "arch.json").write_text(json.dumps(spec))
+    assert isinstance(io.load(tmp_path / "m"), nn.Linear)

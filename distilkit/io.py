@@ -400,7 +400,7 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu")
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
         raise DistilkitError(f"{weights}: unreadable safetensors file: {err}") from None
-    if spec.get("save_id") != weights_id and None not in (spec.get("save_id"), weights_id):
+    if spec.get("save_id") != weights_id:  # files from before save ids have neither
         raise DistilkitError(f"{root}: {WEIGHTS} and {ARCH} were written by different saves (an interrupted "
                              "save?): save the model again")
     _check_state(model.state_dict(), state, str(weights), _tied(model))

@@ -13,6 +13,7 @@ from collections import OrderedDict
 import pytest
 import timm
 import torch
+from safetensors.torch import save_model
 from torch import nn
 
 from distilkit import io
@@ -262,6 +263,9 @@ def test_weights_and_arch_of_different_saves_are_refused(tmp_path) -> None:
     with pytest.raises(DistilkitError, match="model.safetensors and arch.json were written by different saves"):
         io.load(tmp_path / "m")
     spec = json.loads(old_arch)
-    del spec["save_id"]  # files written before save ids existed still load
+    del spec["save_id"]  # an arch.json from before save ids, beside new weights: refused as well
     (tmp_path / "m" / "arch.json").write_text(json.dumps(spec))
-    assert isinstance(io.load(tmp_path / "m"), nn.Linear)
+    with pytest.raises(DistilkitError, match="written by different saves"):
+        io.load(tmp_path / "m")
+    save_model(nn.Linear(3, 2), str(tmp_path / "m" / "model.safetensors"), metadata={"format": io.FORMAT})
+    assert isinstance(io.load(tmp_path / "m"), nn.Linear)  # a pair from before save ids still loads

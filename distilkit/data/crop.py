@@ -13,6 +13,7 @@ import numbers
 from dataclasses import dataclass
 
 import numpy as np
+
 from distilkit.errors import DistilkitError
 
 

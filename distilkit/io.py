@@ -182,6 +182,13 @@ def _apply(ref: nn.Module, edit: dict[str, Any], where: str) -> None:
         for key in list(target._modules)[edit["length"]:]:
             del target._modules[key]
         return
+    if edit["op"] == "replace":  # a parameter-free module of another kind (its attributes follow as a reshape)
+        cls = _swappable().get(edit.get("class"))
+        parent_path, _, child = edit["path"].rpartition(".")
+        if cls is None or not child:
+            raise DistilkitError(f"{where}: cannot replace {edit['path']!r} by {edit.get('class')!r}")
+        setattr(ref.get_submodule(parent_path) if parent_path else ref, child, cls())
+        return
     if edit["op"] == "keep":  # a named Sequential that lost entries keeps its other names
         keys = edit.get("keys")
         if not isinstance(target, nn.Sequential) or not isinstance(keys, list) or not set(keys) <= set(target._modules):
@@ -215,6 +222,23 @@ def _apply(ref: nn.Module, edit: dict[str, Any], where: str) -> None:
             target.register_buffer(name, fresh)
 
 
+def _swappable() -> dict[str, type[nn.Module]]:
+    """Parameter-free modules a saved model may hold where the factory builds another of them: a
+    depth-cut timm ViT whose first kept block has a drop-path rate > 0 (DropPath where a fresh build of
+    that depth has Identity). Only these classes are ever built from an arch.json name."""
+    from timm.layers import DropPath
+
+    return {"torch.nn.Identity": nn.Identity, "timm.layers.DropPath": DropPath}
+
+
+def _swap(name: str, module: nn.Module, ref: nn.Module) -> dict[str, Any] | None:
+    """The edit replacing `ref` by a module of `module`'s kind, where both are swappable; else None."""
+    names = {cls: key for key, cls in _swappable().items()}
+    if not name or type(module) not in names or type(ref) not in names:
+        return None
+    return {"op": "replace", "path": name, "class": names[type(module)]}
+
+
 def _shortening(name: str, module: nn.Module, ref: nn.Module) -> dict[str, Any]:
     """The edit shortening container `ref` to `module`'s entries: the first N, or (names) those kept."""
     mine, theirs = list(module._modules), list(ref._modules)
@@ -236,6 +260,11 @@ def structural_edits(reference: nn.Module, model: nn.Module) -> list[dict[str, A
         except AttributeError:
             raise DistilkitError(f"cannot save: the factory's build of the model has no {name!r}") from None
         kind = getattr(type(module), "saved_as", type(module))  # runtime variants (PrepackedLinear) save as their base
+        swap = _swap(name, module, ref) if type(ref) is not kind else None
+        if swap is not None:
+            edits.append(swap)
+            _apply(reference, swap, "save")
+            ref = reference.get_submodule(name)
         if type(ref) is not kind:
             raise DistilkitError(
                 f"cannot save: {name or 'model'} is {type(module).__name__} but the factory builds {type(ref).__name__} "

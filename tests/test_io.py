@@ -17,6 +17,7 @@ from safetensors.torch import save_model
 from torch import nn
 
 from distilkit import io
+from distilkit.depth import shallow_copy
 from distilkit.errors import DistilkitError
 
 VIT = dict(img_size=32, patch_size=8, num_classes=10)
@@ -269,3 +270,30 @@ def test_weights_and_arch_of_different_saves_are_refused(tmp_path) -> None:
         io.load(tmp_path / "m")
     save_model(nn.Linear(3, 2), str(tmp_path / "m" / "model.safetensors"), metadata={"format": io.FORMAT})
     assert isinstance(io.load(tmp_path / "m"), nn.Linear)  # a pair from before save ids still loads
+
+
+def test_skip_k_student_of_a_drop_path_vit_round_trip(tmp_path) -> None:
+    """A Tea-skip student keeps blocks 1, 3, 5: its first block has a drop-path rate > 0 (DropPath), where
+    a fresh timm build of depth 3 has Identity; the saved file rebuilds the student's own modules."""
+    torch.manual_seed(0)
+    deep = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=6, drop_path_rate=0.1, **VIT)
+    student = shallow_copy(deep, 3, method="skip")
+    io.save(student, tmp_path / "s")
+    back = io.load(tmp_path / "s")
+
+    def drop_paths(model):
+        return [(type(m).__name__, getattr(m, "drop_prob", None)) for b in model.blocks for m in (b.drop_path1, b.drop_path2)]
+
+    assert drop_paths(back) == drop_paths(student) and drop_paths(student)[0][0] == "DropPath"
+    x = torch.randn(2, 3, 32, 32)
+    for mode in (False, True):  # eval, then training (same random drops under the same seed)
+        student.train(mode), back.train(mode)
+        torch.manual_seed(1)
+        want = student(x)
+        torch.manual_seed(1)
+        torch.testing.assert_close(back(x), want)
+    spec = json.loads((tmp_path / "s" / "arch.json").read_text())
+    spec["edits"].insert(0, {"op": "replace", "path": "blocks.0.drop_path1", "class": "os.system"})
+    (tmp_path / "s" / "arch.json").write_text(json.dumps(spec))
+    with pytest.raises(DistilkitError, match="cannot replace 'blocks.0.drop_path1' by 'os.system'"):
+        io.load(tmp_path / "s")

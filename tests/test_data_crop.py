@@ -8,8 +8,7 @@ import pytest
 from skimage import data as skdata
 
 from distilkit.data import crop_around
-
-cv2 = pytest.importorskip("cv2")
+from distilkit.errors import DistilkitError
 
 
 def official_crop(image: np.ndarray, box: np.ndarray, factor: float, output_size: int) -> np.ndarray:
@@ -17,6 +16,7 @@ def official_crop(image: np.ndarray, box: np.ndarray, factor: float, output_size
     ceil(sqrt(w·h)·factor) at round(centre - side/2), zero border, cv2.resize to output_size.
     (The official code pads one extra row/column at the right/bottom edge, hiding the image's last
     one; that off-by-one is not reproduced, here or in distilkit.)"""
+    cv2 = pytest.importorskip("cv2")  # in the test extras; only these comparisons need it
     x, y, w, h = map(float, box)
     side = math.ceil(math.sqrt(w * h) * factor)
     x1, y1 = round(x + 0.5 * w - side * 0.5), round(y + 0.5 * h - side * 0.5)
@@ -75,3 +75,14 @@ def test_a_window_far_larger_than_the_image_is_not_allocated(photo):
     assert window.side == 45_000_000 and crop.shape == (224, 224, 3)
     # the whole 256-px image falls between two output pixels' samples or on one: almost all black
     assert (crop.sum(axis=2) == 0).mean() > 0.99
+
+
+@pytest.mark.parametrize("image, size, message", [
+    (np.zeros((0, 8, 3), np.uint8), 16, r"expected an image with pixels, got shape \(0, 8, 3\)"),
+    (np.zeros((8, 0, 3), np.uint8), 16, r"expected an image with pixels, got shape \(8, 0, 3\)"),
+    (np.zeros((8, 8, 3), np.uint8), 0, "crop output_size must be >= 1, got 0"),
+    (np.zeros((8, 8, 3), np.uint8), 2.5, "crop output_size must be an int, got 2.5"),
+])
+def test_bad_inputs_are_one_line_errors(image, size, message):
+    with pytest.raises(DistilkitError, match=message):
+        crop_around(image, np.array([1.0, 1.0, 4.0, 4.0]), 2.0, size)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from distilkit.checks import as_int
 from distilkit.errors import DistilkitError
 
 
@@ -63,6 +64,8 @@ def check_rgb_image(image: np.ndarray) -> None:
         raise DistilkitError(f"expected an H×W×3 image, got shape {tuple(image.shape)}")
     if image.dtype != np.uint8:  # a float image in [0, 1] would silently become a black crop
         raise DistilkitError(f"expected a uint8 RGB image (0-255), got dtype {image.dtype}")
+    if not image.shape[0] or not image.shape[1]:
+        raise DistilkitError(f"expected an image with pixels, got shape {tuple(image.shape)}")
 
 
 def _bilinear_taps(out: int, side: int, start: int, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -98,6 +101,7 @@ def crop_around(
     (cv2 rounds in fixed point), without building the padded window: only the image pixels the
     output samples are read, so a window far larger than the image costs no more than a small one."""
     check_rgb_image(image)
+    output_size = as_int(output_size, "crop output_size", minimum=1)
     side = max(1, math.ceil(crop_side(box_xywh, factor) * scale))
     cx = float(box_xywh[0]) + float(box_xywh[2]) / 2 + center_shift[0]
     cy = float(box_xywh[1]) + float(box_xywh[3]) / 2 + center_shift[1]

@@ -154,16 +154,12 @@ class ScheduledGamma:
         """Set progress in schedule units (fractional epochs for per-iteration updates); returns γ."""
         if self._finalized:
             raise DistilkitError(f"{type(self).__name__} was finalized; its schedule cannot move")
-        t = as_number(t, f"{self._what} progress")
-        if t < 0:
-            raise DistilkitError(f"{self._what} progress must be >= 0, got {t}")
+        t = as_number(t, f"{self._what} progress", minimum=0)
         value = self.schedule(t)
         try:
-            gamma = float(value)  # a Python, numpy or 0-d torch number
-        except (TypeError, ValueError):
-            gamma = math.nan
-        if not math.isfinite(gamma):
-            raise DistilkitError(f"{self._what} schedule gave gamma={value!r} at t={t:g}; it must return a finite number")
+            gamma = as_number(value, "gamma")  # a Python, numpy or 0-d torch number
+        except DistilkitError:
+            raise DistilkitError(f"{self._what} schedule gave gamma={value!r} at t={t:g}; it must return a finite number") from None
         self.progress = t
         self._gamma = min(max(gamma, 0.0), 1.0)
         return self._gamma

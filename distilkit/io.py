@@ -415,7 +415,6 @@ def build(spec: dict[str, Any], where: str = "arch.json") -> nn.Module:
 def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the model saved at `path` from its arch.json and load its weights strictly."""
     from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
 
     root = Path(path)
     spec = read_arch(root)
@@ -424,9 +423,9 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu")
     if not weights.is_file():
         raise DistilkitError(f"{root} has no {WEIGHTS}")
     try:
-        with safe_open(str(weights), framework="pt") as handle:
+        with safe_open(str(weights), framework="pt", device="cpu") as handle:
             weights_id = (handle.metadata() or {}).get("save_id")
-        state = load_file(str(weights), device="cpu")
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError, ValueError) as err:
         raise DistilkitError(f"{weights}: unreadable safetensors file: {err}") from None
     if spec.get("save_id") != weights_id:  # files from before save ids have neither

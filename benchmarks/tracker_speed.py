@@ -88,6 +88,17 @@ class Gemm:
         for _ in range(self.inner):
             self.call()
 
+    def timed_gflops(self) -> float:
+        """Run once and return the rate reached (GFLOP/s)."""
+        t0 = time.perf_counter()
+        self.run()
+        return self.flops * self.inner / (time.perf_counter() - t0) / 1e9
+
+
+def roofline_ms(macs: int, gflops: float) -> float:
+    """The per-frame lower bound of `macs` multiply-accumulates at `gflops`."""
+    return 2 * macs / (gflops * 1e9) * 1e3
+
 
 def fastest_gemm(reps: int = 5) -> tuple[float, Gemm]:
     """Best burst fp32 GEMM rate (GFLOP/s) over a few shapes (square and the model's own linear shapes)
@@ -107,9 +118,7 @@ def fastest_gemm(reps: int = 5) -> tuple[float, Gemm]:
             gemm = Gemm(f"{m}x{k}x{n} {label}", flops, max(1, int(4e9 / flops)), kernel)
             gemm.run()
             for _ in range(reps):
-                t0 = time.perf_counter()
-                gemm.run()
-                rate = flops * gemm.inner / (time.perf_counter() - t0) / 1e9
+                rate = gemm.timed_gflops()
                 if rate > best:
                     best, fastest = rate, gemm
     assert fastest is not None
@@ -168,10 +177,7 @@ def time_paths(name: str, frames: int, warmup: int, block: int, compile_: bool, 
                         fn()
                         times[kernel, path].append((time.perf_counter() - t0) * 1e3)
             gemm.run()
-            for _ in range(block):
-                t0 = time.perf_counter()
-                gemm.run()
-                rates.append(gemm.flops * gemm.inner / (time.perf_counter() - t0) / 1e9)
+            rates.extend(gemm.timed_gflops() for _ in range(block))
     return cfg, times, rates
 
 
@@ -181,9 +187,9 @@ def fastest_cached(name: str, cfg: MixFormerV2Config, times: dict[tuple[str, str
     same kernels and the two roofline ratios (the figures speed targets are stated in)."""
     kernel = min((k for k, path in times if path == "cached"), key=lambda k: float(np.median(times[k, "cached"])))
     med, full = float(np.median(times[kernel, "cached"])), float(np.median(times[kernel, "full"]))
-    flops = 2 * analytic_macs(cfg, "cached")
+    macs = analytic_macs(cfg, "cached")
     return (f"{name}: fastest cached path {kernel}, {med:.1f} ms; {full / med:.2f}x its full forward, "
-            f"{med / (flops / (rate * 1e9) * 1e3):.2f}x the roofline ({med / (flops / (peak * 1e9) * 1e3):.2f}x "
+            f"{med / roofline_ms(macs, rate):.2f}x the roofline ({med / roofline_ms(macs, peak):.2f}x "
             "against the burst peak)")
 
 
@@ -223,7 +229,7 @@ def main() -> None:
             full_median = float(np.median(times[kernel, "full"]))
             macs = analytic_macs(cfg, path)
             med, p90 = float(np.median(ts)), float(np.percentile(ts, 90))
-            bound, burst_bound = (2 * macs / (r * 1e9) * 1e3 for r in (rate, peak))
+            bound, burst_bound = roofline_ms(macs, rate), roofline_ms(macs, peak)
             table.add_row(name, kernel, path, f"{macs / 1e9:.3f}", f"{med:.1f}", f"{p90:.1f}", f"{1e3 / med:.1f}",
                           f"{bound:.1f}", f"{med / bound:.2f}x", f"{med / burst_bound:.2f}x", f"{full_median / med:.2f}x")
     console.print(table)

@@ -1,9 +1,19 @@
-"""Suite-wide fixtures."""
+"""Suite-wide fixtures, and the header line that says which CPU code paths this run exercised."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Float results depend on the vector ISA the kernels run (see .ci/avx2.env): say which one this run used."""
+    forced = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "DNNL_MAX_CPU_ISA")
+              if k in os.environ}
+    note = f" (forced by {', '.join(f'{k}={v}' for k, v in forced.items())})" if forced else ""
+    return f"distilkit: torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}{note}"
 
 
 @pytest.fixture(autouse=True)

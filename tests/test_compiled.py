@@ -16,7 +16,7 @@ from distilkit.compiled import FrozenFunction, compiler_available
 from distilkit.errors import DistilkitError
 from distilkit.trackers.mixformerv2 import MixFormerV2Tracker, build_model
 
-pytestmark = pytest.mark.skipif(not compiler_available(), reason="TorchInductor has no C++ compiler here")
+pytestmark = [pytest.mark.isa_sensitive, pytest.mark.skipif(not compiler_available(), reason="TorchInductor has no C++ compiler here")]
 
 
 def _apply(module: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,8 @@ from distilkit.kernels import native, prefix_attention, qkv_prefix_attention, us
 from distilkit.profile import profile
 from distilkit.trackers.mixformerv2 import CachedSearchStep, build_model
 
+pytestmark = pytest.mark.isa_sensitive  # float results: rerun under .ci/avx2.env
+
 needs_native = pytest.mark.skipif(not kernels.load_native(), reason=f"native kernels {kernels.native_status()}")
 
 

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from distilkit.errors import DistilkitError
 from distilkit.trackers.mixformerv2 import build_model, load_official_checkpoint
 
+pytestmark = pytest.mark.isa_sensitive  # float results: rerun under .ci/avx2.env
+
 D, HEADS, P, TS, SS = 64, 4, 8, 32, 64  # the -tiny sizes
 
 

@@ -18,6 +18,8 @@ from distilkit.trackers.mixformerv2 import (
     build_model_from_config,
 )
 
+pytestmark = pytest.mark.isa_sensitive  # float results: rerun under .ci/avx2.env
+
 TINY = [name for name in PRESETS if name.endswith("-tiny")]
 
 

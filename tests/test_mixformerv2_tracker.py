@@ -18,6 +18,8 @@ from distilkit.errors import DistilkitError
 from distilkit.trackers.mixformerv2 import MixFormerV2, MixFormerV2Tracker, build_model
 from distilkit.trackers.mixformerv2.tracker import IMAGENET_MEAN, IMAGENET_STD
 
+pytestmark = pytest.mark.isa_sensitive  # float results: rerun under .ci/avx2.env
+
 H, W, SIDE = 200, 260, 20
 
 

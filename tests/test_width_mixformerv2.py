@@ -12,6 +12,8 @@ from distilkit.schedule import CosineSchedule
 from distilkit.trackers.mixformerv2 import build_model
 from distilkit.width import ProgressiveWidthPruner, reduce_mlp_ratio
 
+pytestmark = pytest.mark.isa_sensitive  # float results: rerun under .ci/avx2.env
+
 BLOCKS = "backbone.blocks"
 
 

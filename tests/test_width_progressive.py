@@ -13,6 +13,8 @@ from distilkit.errors import DistilkitError
 from distilkit.schedule import CosineSchedule, LinearSchedule
 from distilkit.width import ProgressiveWidthPruner, reduce_mlp_ratio
 
+pytestmark = pytest.mark.isa_sensitive  # float results: rerun under .ci/avx2.env
+
 
 def tiny_vit(depth: int = 3) -> torch.nn.Module:
     torch.manual_seed(0)

@@ -21,6 +21,8 @@ from distilkit.depth import (
 )
 from distilkit.errors import DistilkitError
 
+pytestmark = pytest.mark.isa_sensitive  # float results: rerun under .ci/avx2.env
+
 REMOVE = [0, 3, 6, 9]
 
 
@@ -243,3 +245,47 @@ def test_faded_blocks_stay_in_the_graph_for_ddp(mode: str) -> None:
     model(torch.randn(2, 5, 16)).sum().backward()
     grads = [p.grad for p in model.backbone.blocks[1].parameters()]
     assert all(g is not None and not g.any() for g in grads)  # zero, not missing
+
+
+@pytest.mark.parametrize("mode", ["branch", "block"])
+def test_freeze_removed_blocks_get_no_gradient_and_do_not_move(mode):
+    """The official PMDP: fading blocks are frozen, so AdamW (weight decay included) leaves them as they were."""
+    model = tiny_vit(depth=6).train()
+    model.blocks[4].norm1.weight.requires_grad_(False)  # frozen by the user: must stay frozen after remove()
+    pruner = ProgressiveDepthPruner(model, [1, 4], schedule=LinearSchedule(m=4), mode=mode, freeze_removed=True)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    for epoch in range(3):
+        pruner.set_epoch(epoch)
+        optimizer.zero_grad()
+        model(torch.randn(2, 3, 32, 32)).square().mean().backward()
+        optimizer.step()
+    removed = [n for n in before if n.startswith(("blocks.1.", "blocks.4."))]
+    assert removed and all(model.get_parameter(n).grad is None for n in removed)
+    assert all(torch.equal(model.get_parameter(n), before[n]) for n in removed)
+    assert not torch.equal(model.blocks[2].attn.qkv.weight, before["blocks.2.attn.qkv.weight"])  # the rest trains
+    pruner.remove()
+    assert all(model.get_parameter(n).requires_grad for n in removed if n != "blocks.4.norm1.weight")
+    assert not model.blocks[4].norm1.weight.requires_grad
+
+
+def test_freeze_removed_keeps_weights_a_kept_block_shares_training():
+    model = Tracker(depth=4)
+    model.backbone.blocks[1].mlp[0].weight = model.backbone.blocks[2].mlp[0].weight  # tied across the cut
+    pruner = ProgressiveDepthPruner(model, [1], blocks="backbone.blocks", freeze_removed=True)
+    assert model.backbone.blocks[1].mlp[0].weight.requires_grad
+    assert not model.backbone.blocks[1].mlp[2].weight.requires_grad
+    assert pruner.finalize().mapping == {0: 0, 2: 1, 3: 2}
+    assert all(p.requires_grad for p in model.parameters())  # finalize() thawed before deleting
+
+
+def test_freeze_removed_is_part_of_the_resumable_state():
+    frozen = ProgressiveDepthPruner(tiny_vit(depth=4), [1], freeze_removed=True)
+    state = frozen.state_dict()
+    assert state["freeze_removed"] is True and "freeze_removed=True" in repr(frozen)
+    with pytest.raises(DistilkitError, match="freeze_removed=True but this pruner has False"):
+        ProgressiveDepthPruner(tiny_vit(depth=4), [1]).load_state_dict(state)
+    legacy = {k: v for k, v in ProgressiveDepthPruner(tiny_vit(depth=4), [1]).state_dict().items() if k != "freeze_removed"}
+    ProgressiveDepthPruner(tiny_vit(depth=4), [1], freeze_removed=True).load_state_dict(legacy)  # states from before it
+    with pytest.raises(DistilkitError, match="freeze_removed must be True or False"):
+        ProgressiveDepthPruner(tiny_vit(depth=4), [1], freeze_removed="yes")

@@ -15,7 +15,8 @@ import torch
 import distilkit.io as dio
 from distilkit.errors import DistilkitError
 from distilkit.recipes import load_recipe
-from distilkit.recipes.losses import StageLoss, native_side_probs, resample_bins
+from distilkit.distill import resample_distribution
+from distilkit.recipes.losses import StageLoss, native_side_probs
 from distilkit.recipes.runner import RUN_FILE, prepare_out_dir
 from distilkit.recipes.state import load_state, rng_state, save_state, seed_everything, set_rng_state
 from distilkit.recipes.trainer import TrainSettings, lr_factor
@@ -52,25 +53,14 @@ def test_corrupt_checkpoint_is_a_user_error(tmp_path):
         load_state(str(bad))
 
 
-def test_resample_bins_keeps_mass_and_mean():
-    p = torch.softmax(torch.randn(3, 4, 8), dim=-1)
-    q = resample_bins(p, 32)
-    assert q.shape == (3, 4, 32)
-    torch.testing.assert_close(q.sum(-1), torch.ones(3, 4))
-    mean_p = (p * torch.arange(8) / 8).sum(-1)
-    mean_q = (q * torch.arange(32) / 32).sum(-1)
-    torch.testing.assert_close(mean_p, mean_q)
-    assert resample_bins(p, 8) is p
-
-
 def test_teacher_side_probs_from_corners_and_t4():
     corner = torch.zeros(2, 2, 16)
     corner[:, 0, 1 * 4 + 2] = 30.0  # top-left at x=2, y=1 on a 4×4 map
     corner[:, 1, 3 * 4 + 3] = 30.0  # bottom-right at x=3, y=3
-    sides = resample_bins(native_side_probs({"corner_logits": corner}), 4)
+    sides = resample_distribution(native_side_probs({"corner_logits": corner}), 4, anchor="start")
     assert sides.argmax(-1).tolist() == [[2, 1, 3, 3]] * 2  # l t r b
     logits = torch.randn(2, 4, 16)
-    torch.testing.assert_close(resample_bins(native_side_probs({"side_logits": logits}), 16), logits.softmax(-1))
+    torch.testing.assert_close(resample_distribution(native_side_probs({"side_logits": logits}), 16), logits.softmax(-1))
 
 
 def test_stage_loss_parts_weights_and_negatives():
@@ -100,7 +90,7 @@ def test_stage_loss_attention_part_uses_teacher_corners_and_positives_only():
     corner[:, 0, 1 * g + 2] = 30.0
     corner[:, 1, 3 * g + 3] = 30.0
     teacher = {"corner_logits": corner}
-    target = corner_attention_targets(resample_bins(native_side_probs(teacher), g), g)          # (2, 4, 16)
+    target = corner_attention_targets(resample_distribution(native_side_probs(teacher), g, anchor="start"), g)          # (2, 4, 16)
     exact = target.clamp_min(1e-12).log()[:, None].expand(2, 3, 4, g * g)        # 3 heads attending as told
     uniform = torch.full((2, 3, 4, g * g), -math.log(g * g))
     batch = {"search_box": torch.zeros(2, 4), "label": torch.tensor([1.0, 0.0])}

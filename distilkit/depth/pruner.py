@@ -36,6 +36,10 @@ class ProgressiveDepthPruner(ScheduledGamma):
     and `mlp`). mode="block": x + γ·(block(x) − x) for any block. γ = 1 is exactly the
     unpruned model and γ = 0 exactly the model after `finalize()`. `remove()` detaches the hooks.
     Progress (`set_epoch`, `set_progress`, `step`) is that of `distilkit.schedule.ScheduledGamma`.
+
+    freeze_removed=True sets `requires_grad=False` on the fading blocks' parameters for the whole fade, as
+    the official MixFormerV2 code does (otherwise they keep training and can learn to offset γ); `remove()`
+    (and `finalize()`) gives back the flags they had. Build the optimizer and any DDP wrapper after the pruner.
     """
 
     _what = "PMDP"
@@ -49,6 +53,7 @@ class ProgressiveDepthPruner(ScheduledGamma):
         mode: str = "branch",
         unit: str = "epoch",
         iters_per_epoch: int | None = None,
+        freeze_removed: bool = False,
     ) -> None:
         if mode not in MODES:
             raise DistilkitError(f"unknown PMDP mode {mode!r}; expected one of {list(MODES)}")
@@ -59,9 +64,30 @@ class ProgressiveDepthPruner(ScheduledGamma):
         self.removed = check_layers(self.depth, remove)
         if len(self.removed) == self.depth:
             raise DistilkitError(f"cannot remove all {self.depth} blocks of {blocks!r}")
+        if not isinstance(freeze_removed, bool):
+            raise DistilkitError(f"freeze_removed must be True or False, got {freeze_removed!r}")
         self.mode = mode
+        self.freeze_removed = freeze_removed
         self._init_schedule(schedule, unit, iters_per_epoch)
         self._handles = self._attach(container)
+        self._frozen = self._freeze(container) if freeze_removed else []
+
+    def _freeze(self, container: nn.Sequential | nn.ModuleList) -> list[nn.Parameter]:
+        """Stop the removed blocks' trainable parameters from training; returns them (to thaw in `remove`).
+        A parameter a kept block shares (tied weights) keeps training."""
+        kept = {id(p) for i in range(self.depth) if i not in self.removed for p in container[i].parameters()}
+        frozen = list({id(p): p for i in self.removed for p in container[i].parameters()
+                       if p.requires_grad and id(p) not in kept}.values())
+        for param in frozen:
+            param.requires_grad_(False)
+        return frozen
+
+    def remove(self) -> None:
+        """Detach the hooks and unfreeze what `freeze_removed` froze: the model is unpruned again (γ = 1)."""
+        super().remove()
+        for param in self._frozen:
+            param.requires_grad_(True)
+        self._frozen = []
 
     # -- hooks -------------------------------------------------------------------------------
     def _attach(self, container: nn.Sequential | nn.ModuleList) -> list[torch.utils.hooks.RemovableHandle]:
@@ -109,12 +135,13 @@ class ProgressiveDepthPruner(ScheduledGamma):
             "remove": list(self.removed),
             "depth": self.depth,
             "mode": self.mode,
+            "freeze_removed": self.freeze_removed,
             "finalized": self._finalized,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore progress; the pruner must be built with the same layers, mode and schedule."""
-        self._check_resumable(state, ("remove", "depth", "mode"))
+        """Restore progress; the pruner must be built with the same layers, mode, freezing and schedule."""
+        self._check_resumable(state, ("remove", "depth", "mode", "freeze_removed"))
         self.set_progress(state["progress"])
 
     # -- end ---------------------------------------------------------------------------------
@@ -135,5 +162,6 @@ class ProgressiveDepthPruner(ScheduledGamma):
     def __repr__(self) -> str:
         return (
             f"ProgressiveDepthPruner(removed={self.removed}, depth={self.depth}, mode={self.mode!r}, "
+            f"freeze_removed={self.freeze_removed}, "
             f"progress={self.progress:g}, gamma={self._gamma:.4f})"
         )

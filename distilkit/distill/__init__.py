@@ -1,4 +1,5 @@
-"""Generic distillation toolkit: corner-to-side marginals, KD losses, attention and feature KD, box losses, Distiller."""
+"""Generic distillation toolkit: corner-to-side marginals, distribution resampling, KD losses, attention and feature KD,
+box losses, Distiller."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from distilkit.distill.distiller import Distiller, call_model
 from distilkit.distill.features import FeatureProjector, feature_kd
 from distilkit.distill.heatmap import corner_to_sides, sides_to_box
 from distilkit.distill.kd import distribution_kd, logit_kd
+from distilkit.distill.resample import resample_distribution
 
 __all__ = [
     "Distiller",
@@ -19,5 +21,6 @@ __all__ = [
     "distribution_kd",
     "feature_kd",
     "logit_kd",
+    "resample_distribution",
     "sides_to_box",
 ]

@@ -2,9 +2,10 @@
 attention distillation, score BCE).
 
 Parts are returned unweighted (for display and non-finite checks) next to their weighted total.
-Teacher distributions come from T4 `side_logits` (softmax) or from corner heatmaps (marginals,
-REFERENCE §2); when the teacher's bin count differs from the student's, the teacher distribution is
-resampled onto the student's grid with its expectation preserved.
+Teacher distributions come from T4 `side_logits` (softmax) or from corner heatmaps (marginals); when the
+teacher's bin count differs from the student's, `resample_distribution(..., anchor="start")` carries the
+teacher distribution onto the student's bins: no empty bins, and the soft-argmax coordinate Σ p_i·i/K the
+heads decode is kept (up to mass at the outermost bins), so the student learns the teacher's boxes.
 """
 
 from __future__ import annotations
@@ -15,28 +16,9 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
-from distilkit.distill import attention_kd, box_loss, corner_to_sides, distribution_kd, feature_kd
+from distilkit.distill import attention_kd, box_loss, corner_to_sides, distribution_kd, feature_kd, resample_distribution
 from distilkit.errors import DistilkitError
 from distilkit.trackers.mixformerv2.token_targets import corner_attention_targets
-
-
-def resample_bins(probs: torch.Tensor, bins: int) -> torch.Tensor:
-    """(…, K) distributions where bin i sits at coordinate i/K → (…, bins) on the grid j/bins.
-
-    Each source bin's mass is split linearly between the two nearest target bins, so the mean
-    coordinate (what the box is computed from) is unchanged.
-    """
-    k = probs.shape[-1]
-    if k == bins:
-        return probs
-    pos = torch.arange(k, device=probs.device, dtype=probs.dtype) * (bins / k)
-    lo = pos.floor().clamp(max=bins - 1)
-    frac = (pos - lo).clamp(0, 1)
-    hi = (lo + 1).clamp(max=bins - 1)
-    weights = torch.zeros(k, bins, device=probs.device, dtype=probs.dtype)
-    weights[torch.arange(k), lo.long()] += 1 - frac
-    weights[torch.arange(k), hi.long()] += frac
-    return probs @ weights
 
 
 def native_side_probs(teacher_out: dict[str, Any]) -> torch.Tensor:
@@ -102,7 +84,7 @@ class StageLoss:
         sides = native_side_probs(teacher_out) if {"kl", "attn"} & set(w) else None  # shared by kl and attn
         if "kl" in w:
             logits = out["side_logits"]
-            target = resample_bins(sides, logits.shape[-1])
+            target = resample_distribution(sides, logits.shape[-1], anchor="start")
             parts["kl"] = distribution_kd(logits[positive], target[positive]) if positive.any() else logits.sum() * 0.0
         if "attn" in w:
             parts["attn"] = self._attention(out, sides, positive)

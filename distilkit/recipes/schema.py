@@ -97,6 +97,7 @@ class Stage:
     keep: Optional[int] = None
     method: Literal["skip", "first", "last"] = "skip"
     mode: Literal["branch", "block"] = "branch"
+    freeze_removed: Optional[bool] = None  # depth stages: freeze the fading blocks (None = yes, as the official code)
     schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
     mlp_ratio: Optional[float] = None
     importance: Literal["l2", "l1"] = "l2"
@@ -121,6 +122,8 @@ class Stage:
                 return "remove", "must be distinct, non-negative layer indices"
         elif self.remove is not None or self.keep is not None:
             return "remove" if self.remove is not None else "keep", "only depth stages remove layers"
+        elif self.freeze_removed is not None:
+            return "freeze_removed", "only depth stages remove (and freeze) layers"
         if self.keep is not None and self.keep < 1:
             return "keep", f"a depth stage keeps at least one layer, got {self.keep}"
         if self.kind == "width" and (self.mlp_ratio is None or POSITIVE.problem(self.mlp_ratio)):

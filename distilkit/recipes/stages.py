@@ -115,8 +115,11 @@ def setup_stage(stage: Stage, budget: Budget, previous: Optional[MixFormerV2], d
     if stage.kind == "depth":
         remove = layers_to_remove(stage, depth)
         _check_pairs(stage, depth, depth, tuple(remove))
-        pruner = ProgressiveDepthPruner(student, remove, blocks=BLOCKS, schedule=pruning_schedule(stage, entry), mode=stage.mode)
-        return StageSetup(student, previous, pruner, [f"removing layers {remove} of {depth} over m = {entry.m:g} epochs"])
+        freeze = stage.freeze_removed is not False
+        pruner = ProgressiveDepthPruner(student, remove, blocks=BLOCKS, schedule=pruning_schedule(stage, entry), mode=stage.mode,
+                                        freeze_removed=freeze)
+        note = f"removing layers {remove} of {depth} over m = {entry.m:g} epochs ({'frozen' if freeze else 'training'} while they fade)"
+        return StageSetup(student, previous, pruner, [note])
     if stage.kind == "width":
         _check_pairs(stage, depth, depth)
         _check_shrinks(stage, previous)

@@ -17,7 +17,7 @@ from distilkit.errors import DistilkitError
 from distilkit.recipes import load_recipe
 from distilkit.distill import resample_distribution
 from distilkit.recipes.losses import StageLoss, native_side_probs
-from distilkit.recipes.runner import RUN_FILE, prepare_out_dir
+from distilkit.recipes.outdir import RUN_FILE, prepare_out_dir
 from distilkit.recipes.state import load_state, rng_state, save_state, seed_everything, set_rng_state
 from distilkit.recipes.trainer import TrainSettings, lr_factor
 
@@ -118,17 +118,18 @@ def test_out_dir_rules(tmp_path):
     recipe = load_recipe(TINY)
     ident = {"recipe": "tiny-s", "budget": "tiny", "seed": 0}
     out = str(tmp_path / "run")
-    assert prepare_out_dir(out, recipe, ident, resume=False, force=False) is False
-    (tmp_path / "run" / RUN_FILE).write_text(json.dumps({**ident, "stages": ["teacher"]}))
+    assert prepare_out_dir(out, recipe, ident, resume=False, force=False).resumed is False
+    (tmp_path / "run" / RUN_FILE).write_text(json.dumps({"format": "distilkit-run/1", **ident, "stages": ["teacher"]}))
     os.makedirs(tmp_path / "run" / "teacher")
     with pytest.raises(DistilkitError, match="already holds an unfinished run.*--resume.*--force"):
         prepare_out_dir(out, recipe, ident, resume=False, force=False)
-    assert prepare_out_dir(out, recipe, ident, resume=True, force=False) is True
+    assert prepare_out_dir(out, recipe, ident, resume=True, force=False).resumed is True
     with pytest.raises(DistilkitError, match=r"cannot --resume .*seed: 0 -> 1"):
         prepare_out_dir(out, recipe, {**ident, "seed": 1}, resume=True, force=False)
     (tmp_path / "run" / "mine.txt").write_text("keep me")
-    assert prepare_out_dir(out, recipe, ident, resume=False, force=True) is False
-    assert sorted(os.listdir(out)) == ["mine.txt"]  # only the run's own files go
+    assert prepare_out_dir(out, recipe, ident, resume=False, force=True).resumed is False
+    assert sorted(os.listdir(out)) == [".distilkit-run", "mine.txt"]  # only the run's own files go; the mark stays
+    os.remove(os.path.join(out, ".distilkit-run"))
     with pytest.raises(DistilkitError, match="not empty and holds no distilkit run"):
         prepare_out_dir(out, recipe, ident, resume=False, force=True)
 
@@ -238,3 +239,21 @@ def test_teacher_checkpoint_with_another_head_is_refused(tmp_path):
         load_teacher(str(tmp_path / "t4"), recipe.stages[0], budget)
     dio.save(build_stage_model(recipe.stages[0], budget), str(tmp_path / "corner"))
     assert load_teacher(str(tmp_path / "corner"), recipe.stages[0], budget).config.head == "corner"
+
+
+def test_rank_0_work_failing_on_a_file_is_one_line_and_code_version_names_the_source():
+    import errno
+
+    import distilkit
+    from distilkit.recipes.distributed import Dist, code_version
+
+    def disk_full():
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/runs/x/metrics.json")
+
+    with pytest.raises(DistilkitError, match=r"^/runs/x/metrics.json: No space left on device$"):
+        Dist().on_main(disk_full)
+    assert Dist().on_main(lambda: 7) == 7
+    with pytest.raises(DistilkitError, match="^bad data$"):
+        Dist().agree({}, "bad data")
+    version, _, digest = code_version().partition("+")
+    assert version == distilkit.__version__ and len(digest) == 12

@@ -102,7 +102,7 @@ def test_finished_run_is_never_overwritten_without_force(tiny_run, capsys):
 def test_force_restarts(tmp_path):
     out = str(tmp_path / "run")
     os.makedirs(os.path.join(out, "teacher"))
-    open(os.path.join(out, "run.json"), "w").write(json.dumps({"recipe": "tiny-s", "stages": ["teacher"]}))
+    open(os.path.join(out, "run.json"), "w").write(json.dumps({"format": "distilkit-run/1", "recipe": "tiny-s", "stages": ["teacher"]}))
     open(os.path.join(out, "teacher", "metrics.json"), "w").write("{}")
     assert _cli(ARGS + ["--out", out, "--force", "--budget", "tiny"]) == 0
     assert json.load(open(os.path.join(out, "teacher", "metrics.json")))["depth"] == 12
@@ -116,7 +116,7 @@ def test_force_never_deletes_what_a_crafted_run_json_names_outside_the_run(tmp_p
     out = tmp_path / "run"
     out.mkdir()
     name = str(victim) if listed == "VICTIM_ABS" else listed
-    (out / "run.json").write_text(json.dumps({"recipe": "tiny-s", "stages": ["teacher", name]}))
+    (out / "run.json").write_text(json.dumps({"format": "distilkit-run/1", "recipe": "tiny-s", "stages": ["teacher", name]}))
     assert _cli(ARGS + ["--out", str(out), "--force"]) == 2
     assert "is not a stage name; not wiping" in capsys.readouterr().err
     assert (victim / "precious.txt").read_text() == "keep me" and (out / "run.json").exists()
@@ -294,3 +294,97 @@ def test_two_gloo_processes_agree(tmp_path):
         digests = row["rank_digests"]
         assert len(digests) == 2 and digests[0] == digests[1], stage
     assert [s["depth"] for s in report["stages"]] == [12, 12, 8, 4, 4, 4]
+
+
+_RANKED = """
+import errno, os, sys
+import distilkit.io
+rank = int(os.environ["RANK"])
+if sys.argv[1] == "seed" and rank == 1:
+    sys.argv += ["--seed", "4"]  # a launcher that gave one process other arguments
+if sys.argv[1] == "disk-full" and rank == 0:
+    def full(model, path, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(str(path), "model.safetensors"))
+    distilkit.io.save = full
+from distilkit.cli import main
+main(sys.argv[2:])
+"""
+
+
+def _two_ranks(scenario: str, out: str, timeout: float = 300.0, cwds: tuple = (None, None),
+               extra: tuple = ()) -> list[tuple[int, str, float]]:
+    """Two gloo processes started as a cluster scheduler would (no torchrun agent to kill the survivors when
+    one fails), each in its own working directory: (exit code, stderr, seconds) per rank."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, "-c", _RANKED, scenario, *ARGS, "--out", out, "--device", "cpu",
+                                       *extra], env=env, cwd=cwds[rank], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True))
+    t0, ended = time.monotonic(), {}
+    try:
+        while len(ended) < 2 and time.monotonic() - t0 < timeout:
+            ended.update({r: time.monotonic() - t0 for r, p in enumerate(procs) if r not in ended and p.poll() is not None})
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert len(ended) == 2, f"rank(s) {sorted({0, 1} - set(ended))} still running after {timeout:.0f} s"
+    return [(p.returncode, p.stderr.read(), ended[r]) for r, p in enumerate(procs)]
+
+
+def _error_lines(stderr: str) -> list[str]:
+    assert "Traceback" not in stderr, stderr[-3000:]
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.slow
+def test_ranks_started_differently_stop_with_one_line_each(tmp_path):
+    out = str(tmp_path / "run")
+    results = _two_ranks("seed", out)
+    for code, stderr, _ in results:
+        assert code == 2 and _error_lines(stderr) == [
+            "error: rank 1 was started differently from rank 0 (--seed differ); every process of the job must run "
+            "the same distilkit code with the same recipe, budget, data, seed and flags"], stderr[-3000:]
+    assert not os.path.exists(out)  # refused before anything was written
+
+
+@pytest.mark.slow
+def test_a_failed_write_on_rank_0_stops_every_rank_at_once(tmp_path):
+    out = str(tmp_path / "run")
+    results = _two_ranks("disk-full", out)
+    line = f"error: {os.path.join(out, 'teacher', 'model', 'model.safetensors')}: No space left on device"
+    for code, stderr, _ in results:
+        assert code == 2 and _error_lines(stderr) == [line], stderr[-3000:]
+    assert abs(results[0][2] - results[1][2]) < 30  # rank 1 did not wait at a barrier for rank 0
+    assert not os.path.exists(os.path.join(out, "teacher", "metrics.json"))
+
+
+@pytest.mark.slow
+def test_rank_0_alone_decides_what_is_finished_and_shares_it(tiny_run, tmp_path):
+    """--out on rank 0's own disk only (the same relative path, another working directory on rank 1): rank 0
+    finds the finished stages and hands their models to rank 1, which reads and writes no run file."""
+    import shutil
+
+    node0, node1 = tmp_path / "node0", tmp_path / "node1"
+    node1.mkdir()
+    shutil.copytree(tiny_run, node0 / "run")
+    os.remove(node0 / "run" / "score" / "metrics.json")
+    results = _two_ranks("plain", "run", cwds=(node0, node1), extra=("--resume",))
+    for code, stderr, _ in results:
+        assert code == 0, stderr[-3000:]
+    assert os.listdir(node1) == []
+    log = open(node0 / "run" / "prune.log").read()
+    assert "[mlp-ratio-1] finished earlier: skipped" in log and "[score] score stage" in log
+    row = json.load(open(node0 / "run" / "score" / "metrics.json"))
+    assert len(row["rank_digests"]) == 2 and row["rank_digests"][0] == row["rank_digests"][1]
+    for stage in STAGES[:-1]:
+        assert _weights(str(node0 / "run"), stage).keys() == _weights(tiny_run, stage).keys()

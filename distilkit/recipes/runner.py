@@ -1,14 +1,8 @@
 """Run a recipe end to end: check inputs, plan, train each stage (resumable), evaluate, report.
 
-Output directory layout (`--out`, default `runs/<recipe>`):
-    run.json            what was asked for (recipe, budget, data, seed, ...); `--resume` must match it
-    prune.log           everything printed, plus per-step losses
-    <stage>/model/      the stage's result (distilkit.io: model.safetensors + arch.json)
-    <stage>/metrics.json  written last: its presence marks the stage finished
-    <stage>/checkpoint.safetensors  training state while the stage runs (removed when it finishes)
-    <stage>/eval/       per-sequence tracking results
-    baseline/           constant-box baseline results
-    report.json, report.md, auc_vs_fps.png
+The output directory (`--out`, default `runs/<recipe>`), what marks it as distilkit's and what `--force`
+may delete: see `distilkit.recipes.outdir`. In a torchrun job every rank checks its inputs and the ranks
+compare what they were started with; rank 0 alone reads and writes the run folder and tells the others.
 """
 
 from __future__ import annotations
@@ -16,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -26,18 +19,18 @@ import torch
 import distilkit
 import distilkit.io as dio
 from distilkit.errors import DistilkitError
-from distilkit.recipes.distributed import Dist, setup, teardown
+from distilkit.recipes.distributed import Dist, code_version, setup, teardown
 from distilkit.recipes.losses import StageLoss, head_problem
 from distilkit.recipes.models import describe, example_inputs, load_teacher, model_name
+from distilkit.recipes.outdir import (BASELINE_DIR, CHECKPOINT, EVAL_DIR, METRICS, MODEL_DIR, Prepared, finished_row,
+                                      prepare_out_dir, write_record)
 from distilkit.recipes.progress import RunLog
-from distilkit.recipes.report import REPORT_JSON, build_report, write_json_atomic, write_report
-from distilkit.recipes.schema import Budget, Recipe, Stage, effective_losses, is_stage_name, load_recipe
+from distilkit.recipes.report import build_report, write_json_atomic, write_report
+from distilkit.recipes.schema import Budget, Recipe, Stage, effective_losses, load_recipe
 from distilkit.recipes.stages import StageProblem, finish_stage, layers_to_remove, setup_stage
 from distilkit.recipes.state import seed_everything
-from distilkit.recipes.trainer import CHECKPOINT, Trainer, TrainSettings
+from distilkit.recipes.trainer import Trainer, TrainSettings
 
-RUN_FILE, METRICS, MODEL_DIR, EVAL_DIR, BASELINE_DIR = "run.json", "metrics.json", "model", "eval", "baseline"
-_OWNED_FILES = (RUN_FILE, "prune.log", REPORT_JSON, "report.md", "auc_vs_fps.png")
 
 
 @dataclass
@@ -153,49 +146,6 @@ def _identity(recipe: Recipe, budget: str, opts: PruneOptions) -> dict[str, Any]
             "eval_data": opts.eval_data or "synthetic-test", "teacher": opts.teacher, "seed": opts.seed}
 
 
-def prepare_out_dir(out: str, recipe: Recipe, identity: dict[str, Any], resume: bool, force: bool) -> bool:
-    """Create/check the output directory; returns True when an earlier run is resumed.
-
-    A directory holding a run is never reused without `--resume` (same settings) or `--force` (wipe it).
-    A non-empty directory that is not a distilkit run is never touched.
-    """
-    run_file = os.path.join(out, RUN_FILE)
-    if not os.listdir(dio.make_output_dir(out, f"--out {out}")):
-        return False
-    if not os.path.isfile(run_file):
-        raise DistilkitError(f"output directory {out} exists, is not empty and holds no distilkit run ({RUN_FILE}); choose another --out")
-    try:
-        with open(run_file, encoding="utf-8") as f:
-            previous = json.load(f)
-        if not isinstance(previous, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as err:
-        raise DistilkitError(f"{run_file}: unreadable ({err}); use --force to start over or choose another --out") from None
-    finished = os.path.isfile(os.path.join(out, REPORT_JSON))
-    if force:
-        listed = previous.get("stages", [])
-        odd = [n for n in listed if not is_stage_name(n)] if isinstance(listed, list) else [listed]
-        if odd:  # a crafted or damaged run.json must not steer rmtree outside the run
-            raise DistilkitError(f"{run_file}: {odd[0]!r} is not a stage name; not wiping {out} (remove it by hand)")
-        stage_dirs = set(listed) | {s.name for s in recipe.stages} | {BASELINE_DIR}
-        for name in stage_dirs:
-            shutil.rmtree(os.path.join(out, name), ignore_errors=True)
-        for name in _OWNED_FILES:
-            if os.path.exists(os.path.join(out, name)):
-                os.remove(os.path.join(out, name))
-        return False
-    if not resume:
-        state = "a finished" if finished else "an unfinished"
-        raise DistilkitError(
-            f"{out} already holds {state} run of {previous.get('recipe')!r}; pass --resume to continue it or "
-            f"--force to overwrite it (or choose another --out)"
-        )
-    diffs = [f"{k}: {previous.get(k)!r} -> {v!r}" for k, v in identity.items() if previous.get(k) != v]
-    if diffs:
-        raise DistilkitError(f"cannot --resume {out} with different settings ({'; '.join(diffs)}); use --force to start over")
-    return True
-
-
 def weights_digest(model: torch.nn.Module) -> str:
     """SHA-256 over the state dict (names, shapes, bytes): equal digests mean identical weights."""
     h = hashlib.sha256()
@@ -257,18 +207,21 @@ def score_accuracy(model: Any, budget: Budget, eval_set: Any, samples: int = 256
 
 
 def baseline(out: str, eval_set: Any, log: RunLog) -> dict[str, Any]:
-    """Constant-box baseline on the evaluation set (cached in `baseline/`)."""
+    """Constant-box baseline on the evaluation set (cached in `baseline/`; a damaged cache is evaluated again)."""
     from distilkit.eval import ConstantBoxTracker, evaluate
 
     path = os.path.join(out, BASELINE_DIR, "summary.json")
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            overall = json.load(f)["overall"]
-    else:
-        overall = evaluate(ConstantBoxTracker(), eval_set, out_dir=os.path.dirname(path), name="constant-box",
-                           progress=False).overall
-    return {"name": "constant-box", "auc": float(overall["auc"]), "precision": float(overall["precision"]),
-            "norm_precision": float(overall["norm_precision"])}
+    keys = ("auc", "precision", "norm_precision")
+    if os.path.lexists(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                overall = json.load(f)["overall"]
+            return {"name": "constant-box", **{k: float(overall[k]) for k in keys}}
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as err:
+            log.info(f"{path} is unreadable ({type(err).__name__}: {err}): evaluating the baseline again")
+    overall = evaluate(ConstantBoxTracker(), eval_set, out_dir=os.path.dirname(path), name="constant-box",
+                       progress=False).overall
+    return {"name": "constant-box", **{k: float(overall[k]) for k in keys}}
 
 
 # -- plan ------------------------------------------------------------------------------------------
@@ -359,12 +312,49 @@ class RecipeRun:
     def run(self) -> dict[str, Any]:
         dist = setup(self.opts.device)
         try:
-            self.start(dist)
+            self._start_agreed(dist)
             if self.opts.dry_run:
                 return {"plan": self.plan_rows}
             return self._run()
         finally:
             teardown(dist)
+
+    def _start_agreed(self, dist: Dist) -> None:
+        """`start` on every rank; in a torchrun job the ranks then compare their inputs (`facts`), so a rank
+        that failed its checks or was started differently stops every rank with one line before anything runs."""
+        if not dist.enabled:
+            self.start(dist)
+            return
+        try:
+            self.start(dist)
+        except DistilkitError as err:
+            dist.agree({}, str(err))
+        except Exception as err:  # a bug on this rank: the others stop with one line, this one keeps the traceback
+            dist.gather((f"failed: {type(err).__name__}: {err}", {}))
+            raise
+        dist.agree(self.facts())
+
+    def facts(self) -> dict[str, str]:
+        """What every rank of a job must agree on, as short digests: the code, recipe file, budget, data (spec
+        and the sequences found), evaluation data, teacher (path and weights), seed, output folder and flags."""
+        o = self.opts
+
+        def digest(value: Any) -> str:
+            return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+        def sequences(parts: list[Any]) -> list[Any]:
+            return [[len(p), getattr(p, "names", None)] for p in parts]
+
+        eval_parts = self.eval_set.parts if isinstance(self.eval_set, _Concat) else [self.eval_set]
+        ident = _identity(self.recipe, self.budget_name, o)
+        facts = {"distilkit code": code_version(), "--recipe": digest([ident["recipe"], ident["recipe_sha256"]]),
+                 "--budget": digest(ident["budget"]), "--data": digest([o.data, sequences(self.train_sets)]),
+                 "--eval-data": digest([o.eval_data, sequences(eval_parts)]), "--teacher": digest(o.teacher),
+                 "--seed": digest(o.seed), "--out": digest(self.out),
+                 "--resume/--force/--dry-run": digest([o.resume, o.force, o.dry_run])}
+        if self.teacher is not None:
+            facts["--teacher weights"] = weights_digest(self.teacher)
+        return facts
 
     def _announce(self, log: RunLog, resumed: bool) -> None:
         b, o = self.budget, self.opts
@@ -378,50 +368,37 @@ class RecipeRun:
         log.info(f"  out     {self.out}{' (resuming)' if resumed else ''}; seed {o.seed}")
         log.info("  route   " + " -> ".join(f"{s.name} [{b.stage(s.name).epochs} ep]" for s in self.recipe.stages))
 
+    def _claim(self, identity: dict[str, Any]) -> Prepared:
+        """Rank 0: check/prepare `--out` and, for a new run, write run.json (before anything else goes there)."""
+        prepared = prepare_out_dir(self.out, self.recipe, identity, self.opts.resume, self.opts.force)
+        if not prepared.resumed:
+            write_record(self.out, {**identity, "stages": [s.name for s in self.recipe.stages],
+                                    "world_size": self.dist.world_size, "version": distilkit.__version__})
+        return prepared
+
     def _run(self) -> dict[str, Any]:
         dist, opts = self.dist, self.opts
         identity = _identity(self.recipe, self.budget_name, opts)
-        problem, resumed = None, False
-        if dist.is_main:
-            try:
-                resumed = prepare_out_dir(self.out, self.recipe, identity, opts.resume, opts.force)
-            except DistilkitError as err:
-                problem = str(err)
-        problem, resumed = dist.broadcast((problem, resumed))
-        if problem:
-            raise DistilkitError(problem)
+        prepared = dist.on_main(lambda: self._claim(identity))
         log = RunLog(self.out, enabled=dist.is_main, console=self.console)
-        if opts.resume and not resumed:  # one command for the first start and every restart (e.g. preemptible jobs)
+        if opts.resume and not prepared.resumed:  # one command for the first start and every restart (e.g. preemptible jobs)
             log.info(f"--resume: nothing to resume in {self.out} (no earlier run there); starting a fresh run")
+        for note in prepared.notes:
+            log.info(note)
         threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
         if self.budget.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         if self.budget.threads and not dist.enabled:
             torch.set_num_threads(self.budget.threads)
         try:
-            if dist.is_main and not resumed:
-                write_json_atomic(os.path.join(self.out, RUN_FILE),
-                                  {**identity, "stages": [s.name for s in self.recipe.stages],
-                                   "world_size": dist.world_size, "version": distilkit.__version__})
-            self._announce(log, resumed)
+            self._announce(log, prepared.resumed)
             t_start = time.perf_counter()
             rows: list[dict[str, Any]] = []
             previous = None
             for index, stage in enumerate(self.recipe.stages):
                 row, previous = self._stage(index, stage, previous, log)
                 rows.append(row)
-            report: dict[str, Any] = {}
-            if dist.is_main:
-                base = baseline(self.out, self.eval_set, log)
-                total = sum(r.get("seconds", 0.0) + r.get("eval_seconds", 0.0) for r in rows)
-                report = build_report(self.recipe.name, self.budget_name, opts.data,
-                                      opts.eval_data or "synthetic-test", base, rows,
-                                      {"seed": opts.seed, "world_size": dist.world_size, "device": dist.device,
-                                       "total_seconds": total, "wall_seconds_this_invocation": time.perf_counter() - t_start})
-                write_report(self.out, report)
-                self._summary(log, report)
-            dist.barrier()
-            return report
+            return dist.on_main(lambda: self._report(rows, log, time.perf_counter() - t_start))
         except DistilkitError as err:
             log.info(f"error: {err}", console=False)
             raise
@@ -433,16 +410,64 @@ class RecipeRun:
             torch.use_deterministic_algorithms(deterministic)
             log.close()
 
+    def _report(self, rows: list[dict[str, Any]], log: RunLog, wall_seconds: float) -> dict[str, Any]:
+        """Rank 0: the baseline, report.json/.md and the plot; prints the summary table."""
+        opts = self.opts
+        base = baseline(self.out, self.eval_set, log)
+        total = sum(r.get("seconds", 0.0) + r.get("eval_seconds", 0.0) for r in rows)
+        report = build_report(self.recipe.name, self.budget_name, opts.data, opts.eval_data or "synthetic-test", base,
+                              rows, {"seed": opts.seed, "world_size": self.dist.world_size, "device": self.dist.device,
+                                     "total_seconds": total, "wall_seconds_this_invocation": wall_seconds})
+        write_report(self.out, report)
+        self._summary(log, report)
+        return report
+
+    def _finished(self, stage: Stage, stage_dir: str, log: RunLog) -> Optional[tuple[dict[str, Any], Any]]:
+        """Rank 0: (metrics row, model) of a stage an earlier invocation finished, or None to run it. A damaged
+        metrics.json or model folder (e.g. after a power loss) is removed and the stage runs again."""
+        row, why = finished_row(stage_dir, stage.name)
+        if row is not None:
+            try:
+                model = dio.load(os.path.join(stage_dir, MODEL_DIR))
+            except DistilkitError as err:
+                row, why = None, f"its model is unreadable ({err})"
+            except OSError as err:
+                row, why = None, f"its model is unreadable ({err.strerror or err})"
+        if row is None:
+            if why:
+                log.info(f"[{stage.name}] {why}: running the stage again")
+                os.remove(os.path.join(stage_dir, METRICS))
+            return None
+        checkpoint = os.path.join(stage_dir, CHECKPOINT)
+        if os.path.lexists(checkpoint):  # its removal did not reach the disk before a crash
+            os.remove(checkpoint)
+        log.info(f"[{stage.name}] finished earlier: skipped")
+        return row, model
+
+    def _record(self, stage: Stage, stage_dir: str, result: Any, seconds: float, info: dict[str, Any],
+                log: RunLog) -> dict[str, Any]:
+        """Rank 0: save the stage's model, measure it, write metrics.json (last: it marks the stage finished)."""
+        budget = self.budget
+        dio.save(result, os.path.join(stage_dir, MODEL_DIR))
+        row = {"name": stage.name, "kind": stage.kind,
+               "model": model_name(stage, budget) if stage.model else None, "seconds": seconds,
+               **measure(result, budget, self.eval_set, stage_dir, stage.name, log, self.dist.device), **info}
+        write_json_atomic(os.path.join(stage_dir, METRICS), row)
+        checkpoint = os.path.join(stage_dir, CHECKPOINT)
+        if os.path.exists(checkpoint):
+            os.remove(checkpoint)
+        log.info(f"[{stage.name}] done in {seconds:.0f} s: depth {row['depth']}, MLP ratio {row['mlp_ratio']:g}, "
+                 f"{row['params']:,} params, {row['macs'] / 1e6:,.1f} MMACs, {row['fps']:.1f} FPS, "
+                 f"AUC {row['auc']:.3f} P {row['precision']:.3f} NP {row['norm_precision']:.3f}")
+        return row
+
     def _stage(self, index: int, stage: Stage, previous: Any, log: RunLog) -> tuple[dict[str, Any], Any]:
-        """Run (or skip, when finished) one stage; returns its metrics row and its model."""
+        """Run (or skip, when rank 0 finds it finished) one stage; returns its metrics row and its model."""
         dist, budget = self.dist, self.budget
         stage_dir = os.path.join(self.out, stage.name)
-        metrics_path = os.path.join(stage_dir, METRICS)
-        if os.path.isfile(metrics_path):
-            log.info(f"[{stage.name}] finished earlier: skipped")
-            with open(metrics_path, encoding="utf-8") as f:
-                row = json.load(f)
-            return row, dio.load(os.path.join(stage_dir, MODEL_DIR))
+        done = dist.on_main(lambda: self._finished(stage, stage_dir, log))
+        if done is not None:
+            return done
         log.info(f"[{stage.name}] {stage.kind} stage" + (f": {stage.description}" if stage.description else ""))
         seed_everything(self.opts.seed * 1000 + index)
         info: dict[str, Any] = {}
@@ -464,23 +489,7 @@ class RecipeRun:
             seconds = trainer.elapsed
             if dist.enabled:
                 info["rank_digests"] = self._check_ranks_agree(stage, result)
-        if dist.is_main:
-            dio.save(result, os.path.join(stage_dir, MODEL_DIR))
-            row = {"name": stage.name, "kind": stage.kind,
-                   "model": model_name(stage, budget) if stage.model else None, "seconds": seconds,
-                   **measure(result, budget, self.eval_set, stage_dir, stage.name, log, dist.device), **info}
-            write_json_atomic(metrics_path, row)
-            checkpoint = os.path.join(stage_dir, CHECKPOINT)
-            if os.path.exists(checkpoint):
-                os.remove(checkpoint)
-            log.info(f"[{stage.name}] done in {seconds:.0f} s: depth {row['depth']}, MLP ratio {row['mlp_ratio']:g}, "
-                     f"{row['params']:,} params, {row['macs'] / 1e6:,.1f} MMACs, {row['fps']:.1f} FPS, "
-                     f"AUC {row['auc']:.3f} P {row['precision']:.3f} NP {row['norm_precision']:.3f}")
-        dist.barrier()
-        if not dist.is_main:
-            with open(metrics_path, encoding="utf-8") as f:
-                row = json.load(f)
-        return row, result
+        return dist.on_main(lambda: self._record(stage, stage_dir, result, seconds, info, log)), result
 
     def _check_ranks_agree(self, stage: Stage, model: torch.nn.Module) -> list[str]:
         """Every process must end a stage with identical weights (DDP keeps them in lock-step)."""

@@ -87,7 +87,10 @@ def load_state(path: str) -> dict[str, Any]:
         raise DistilkitError(f"cannot read checkpoint {path}: {err}") from None
     if "distilkit_state" not in meta:
         raise DistilkitError(f"{path} is not a distilkit training checkpoint (no state metadata)")
-    return _unflatten(json.loads(meta["distilkit_state"]), tensors)
+    try:
+        return _unflatten(json.loads(meta["distilkit_state"]), tensors)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
+        raise DistilkitError(f"{path}: damaged checkpoint metadata ({type(err).__name__}: {err})") from None
 
 
 def rng_state() -> dict[str, Any]:

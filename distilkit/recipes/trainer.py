@@ -20,10 +20,12 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from distilkit.errors import DistilkitError, NonFiniteLossError
 from distilkit.recipes.distributed import Dist
 from distilkit.recipes.losses import StageLoss
+from distilkit.recipes.outdir import CHECKPOINT
 from distilkit.recipes.progress import RunLog, StageProgress
 from distilkit.recipes.state import load_state, rng_state, save_state, set_rng_state
 
-CHECKPOINT = "checkpoint.safetensors"
+_STATE_KEYS = frozenset({"stage", "epoch", "step_in_epoch", "steps_per_epoch", "elapsed", "model", "optimizer",
+                         "pruner", "rng"})
 
 
 @dataclass
@@ -141,11 +143,10 @@ class Trainer:
         return self.epoch * self.steps_per_epoch + self.step_in_epoch
 
     def save_checkpoint(self) -> None:
-        """All ranks contribute their RNG state; rank 0 writes the file atomically."""
+        """All ranks contribute their RNG state; rank 0 writes the file atomically and tells the others
+        whether that worked (a failed write stops every rank with its error)."""
         rngs = self.dist.gather(rng_state())
-        if not self.dist.is_main:
-            return
-        save_state(self.checkpoint_path, {
+        self.dist.on_main(lambda: save_state(self.checkpoint_path, {
             "stage": self.name,
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
@@ -157,18 +158,36 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "pruner": self.pruner.state_dict() if self.pruner is not None else None,
             "rng": rngs,
-        })
+        }))
 
-    def maybe_resume(self) -> bool:
-        """Continue from this stage's checkpoint if there is one; returns whether it did."""
-        if not os.path.exists(self.checkpoint_path):
-            return False
-        state = load_state(self.checkpoint_path)
+    def _read_checkpoint(self) -> Optional[dict[str, Any]]:
+        """Rank 0: this stage's checkpoint state, or None when there is none or it cannot be read (the stage
+        then starts over: a damaged file must not block the run)."""
+        if not os.path.lexists(self.checkpoint_path):
+            return None
+        try:
+            state = load_state(self.checkpoint_path)
+        except DistilkitError as err:
+            self.log.info(f"[{self.name}] {err}: training the stage from its start")
+            return None
+        missing = sorted(_STATE_KEYS - set(state)) if isinstance(state, dict) else ["everything"]
+        if missing:
+            self.log.info(f"[{self.name}] checkpoint {self.checkpoint_path} lacks {', '.join(missing)}: "
+                          "training the stage from its start")
+            return None
         if state.get("stage") != self.name or state.get("steps_per_epoch") != self.steps_per_epoch:
             raise DistilkitError(
                 f"checkpoint {self.checkpoint_path} does not match stage {self.name!r} with {self.steps_per_epoch} "
                 f"steps per epoch (was it written with another budget or world size?); use --force to restart"
             )
+        return state
+
+    def maybe_resume(self) -> bool:
+        """Continue from this stage's checkpoint if there is a readable one; returns whether it did. Rank 0
+        reads it and hands the state to every rank (the file may be on rank 0's disk only)."""
+        state = self.dist.on_main(self._read_checkpoint)
+        if state is None:
+            return False
         self.student.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.pruner is not None and state["pruner"] is not None:

@@ -25,7 +25,7 @@ def test_mixformerv2_s_exact():
     model, inputs = resolve_model("mixformerv2-s")
     prof = profile(model, inputs)
     assert prof.macs == mixformerv2_macs(4, 768, 1, 16, 112, 224, 96) == 4_822_035_456
-    assert prof.params == 16_228_897  # REFERENCE.md, measured on the official model
+    assert prof.params == 16_228_897  # measured on the official model
     assert prof.modules["box_head"].macs == 2_654_208
     assert prof.macs == mixformerv2_expected_macs(model)
 
@@ -59,7 +59,7 @@ def test_head_costs_at_seed_dims():
 
 def test_head_costs_with_fvcore_beside():
     rows = {r.name: r for r in head_report(768, 18, 384, with_fvcore=True).rows}
-    # fvcore adds LayerNorm (T4) or BatchNorm + upsampling (corner heads) to the same total (REFERENCE.md)
+    # fvcore adds LayerNorm (T4) or BatchNorm + upsampling (corner heads) to the same total (as measured on the official models)
     assert rows["T4 head, 72 bins (linear)"].fvcore == 2_597_280
     assert rows["T4 head, 96 bins (linear)"].fvcore == 2_671_488
     assert rows["Py-Corner head (conv, both corners)"].fvcore == 4_549_640_400

@@ -75,7 +75,7 @@ def test_progressive_then_io_round_trip(inputs, tmp_path):
 
 
 def test_full_size_s_at_ratio_4_reduces_to_the_official_s_parameter_count():
-    """REFERENCE §1: MixFormerV2-S (4 layers, MLP ratio 1) has 16,228,897 parameters."""
+    """The official MixFormerV2-S (4 layers, MLP ratio 1) has 16,228,897 parameters."""
     torch.manual_seed(0)
     model = build_model("mixformerv2-s", mlp_ratio=4.0)
     report = reduce_mlp_ratio(model, 1.0, blocks=BLOCKS)

@@ -3,7 +3,7 @@
 Deterministic per (seed, epoch, index) with its own generator (no global RNG), so any number of
 DataLoader workers yields the same samples. Positives: search frame with the target visible,
 template and online template visible frames within `max_gap` of it (online template between the
-two, as it would be at tracking time). Negatives (score-head training, REFERENCE §2): with
+two, as it would be at tracking time). Negatives (score-head training, as the official sampler does): with
 probability `negative_prob` either a frame of the same video where the target is invisible,
 cropped around a central box, or a search crop from another sequence; label 0, zero box.
 """

@@ -1,4 +1,4 @@
-"""One-pass-evaluation metrics, identical to pytracking's OTB-style analysis (REFERENCE §4).
+"""One-pass-evaluation metrics, identical to pytracking's OTB-style analysis.
 
 Boxes are (N, 4) x,y,w,h arrays. Per frame: IoU and centre error against ground truth; success
 rate = fraction of scored frames with IoU strictly above each threshold of 0:0.05:1 (a perfect

@@ -1,96 +1,60 @@
-"""Save / load models as `model.safetensors` + `arch.json`: rebuilt from a factory, never unpickled.
+"""Save / load models as `model.safetensors` + `arch.json`: rebuilt by a registered builder, never unpickled.
 
-arch.json = {"format", "factory", "config", "edits", "param_count"}. The factory is "timm"
-(config: architecture name + constructor kwargs), a name given to `register_factory`, or a
-"distilkit.…:function" path (a model's `arch_spec()`). `edits` is a generic structural diff
-between the factory's fresh build and the saved model (shortened block containers, Linear /
-Conv / LayerNorm … with new shapes, changed int/float attributes), so depth- and width-pruned
-models rebuild without the code that pruned them.
+arch.json = {"format", "factory", "config", "edits", "param_count", "save_id"}. The factory is a name
+registered with `register_factory` (distilkit.factories): "timm" (config: a registered timm architecture
+name + constructor kwargs, built without pretrained weights), distilkit's own families such as
+"distilkit.trackers.mixformerv2:build_model_from_config" (a model's `arch_spec()`), or the program's own.
+Nothing else a folder names is imported or called, configs are plain JSON data, and a build stops before
+allocating past distilkit.factories.MAX_ELEMENTS, so loading a downloaded folder runs nothing it chooses.
+`edits` is a generic structural diff between the factory's fresh build and the saved model (shortened
+block containers, Linear / Conv / LayerNorm … with new shapes, changed int/float attributes), so depth-
+and width-pruned models rebuild without the code that pruned them.
+
+The weights file's metadata holds the save id (both files come from one save) and the SHA-256 of
+arch.json's content: `load` warns when arch.json was edited after the save, and when weights hold NaN/inf.
 """
 
 from __future__ import annotations
 
-import importlib
+import hashlib
 import inspect
 import json
+import math
 import os
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from distilkit import factories
 from distilkit.atomic import atomic_path, write_atomic
 from distilkit.blocks import unwrap
 from distilkit.errors import DistilkitError
+from distilkit.factories import (
+    ModelTooLarge, bounded, check_nesting, construct, elements, one_line, plain_data, register_factory, too_large,
+)
 
 FORMAT = "distilkit-arch/1"
 WEIGHTS = "model.safetensors"
 ARCH = "arch.json"
-_FACTORIES: dict[str, Callable[..., nn.Module]] = {}
+MAX_ARCH_BYTES = 64 << 20  # an arch.json of a 10,000-module model is a few MB
 _SCALARS = (bool, int, float, str, type(None))
+_EDIT_OPS = ("truncate", "keep", "replace", "reshape")
 
 
-def register_factory(name: str, fn: Callable[..., nn.Module]) -> None:
-    """Allow `load` to build models whose arch.json names factory `name`.
-
-    It is called as fn(**config), or fn(config) when it takes a `config` parameter."""
-    if not callable(fn):
-        raise DistilkitError(f"register_factory({name!r}): {fn!r} is not callable")
-    _FACTORIES[name] = fn
-
-
-# -- factories ---------------------------------------------------------------------------------
-def _resolve_factory(factory: str, where: str) -> Callable[..., nn.Module]:
-    if factory in _FACTORIES:
-        return _FACTORIES[factory]
-    if factory == "timm":
-        import timm
-
-        def build_timm(architecture: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
-            return timm.create_model(architecture, pretrained=False, **(kwargs or {}))
-
-        return build_timm
-    module_name, sep, attr = factory.partition(":")
-    if sep and module_name.startswith("distilkit.") and attr:
-        try:
-            fn = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as err:
-            raise DistilkitError(f"{where}: cannot import factory {factory!r}: {err}") from None
-        if callable(fn):
-            return fn
-    raise DistilkitError(
-        f"{where}: unknown factory {factory!r} (only 'timm', 'distilkit.*:fn' and names given to "
-        f"distilkit.io.register_factory are built)"
-    )
-
-
-def _call_factory(fn: Callable[..., nn.Module], config: dict[str, Any]) -> nn.Module:
-    """fn(config) for factories taking one `config` argument (e.g. build_model_from_config), else fn(**config)."""
+def _fresh(factory: str, config: dict[str, Any], where: str) -> nn.Module:
+    """The factory's build on the meta device (nothing allocated), or a real one, within the limits, for a
+    builder that cannot run there: the reference `describe` compares a model with."""
     try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        params = {}
-    if "config" in params and "config" not in config:
-        return fn(config)
-    return fn(**config)
-
-
-def _build(factory: str, config: dict[str, Any], where: str, device: str | torch.device = "cpu") -> nn.Module:
-    fn = _resolve_factory(factory, where)
-    try:
-        with torch.device(device):
-            model = _call_factory(fn, config)
-    except DistilkitError:
+        return construct(factory, config, where, device="meta")
+    except ModelTooLarge:
         raise
-    except Exception as err:  # the factory rejected the config
-        raise DistilkitError(f"{where}: factory {factory!r} failed with config {config}: {err}") from None
-    if not isinstance(model, nn.Module):
-        raise DistilkitError(f"{where}: factory {factory!r} returned {type(model).__name__}, not an nn.Module")
-    return model
+    except DistilkitError:
+        return construct(factory, config, where)
 
 
 def _timm_kwargs(model: nn.Module) -> dict[str, Any]:
@@ -170,8 +134,47 @@ def _shape(value: torch.Tensor | None) -> list[int] | None:
     return None if value is None else list(value.shape)
 
 
+def _edit_problem(edit: Any) -> str | None:
+    """What makes `edit` other than one of the edits `structural_edits` writes (None: nothing)."""
+    if not isinstance(edit, dict) or edit.get("op") not in _EDIT_OPS or not isinstance(edit.get("path"), str):
+        return f"needs an 'op' ({', '.join(_EDIT_OPS)}) and a 'path' string"
+    if edit["op"] == "truncate":
+        length = edit.get("length")
+        return None if isinstance(length, int) and not isinstance(length, bool) and length >= 0 else "'length' must be an int >= 0"
+    if edit["op"] == "keep":
+        keys = edit.get("keys")
+        return None if isinstance(keys, list) and all(isinstance(k, str) for k in keys) else "'keys' must be a list of names"
+    if edit["op"] == "replace":
+        return None if isinstance(edit.get("class"), str) else "'class' must be a string"
+    attrs, tensors = edit.get("attrs", {}), edit.get("tensors", {})
+    if not isinstance(attrs, dict) or not all(_simple(v) for v in attrs.values()):
+        return "'attrs' must map attribute names to numbers, strings, booleans or lists of them"
+    if not isinstance(tensors, dict):
+        return "'tensors' must map tensor names to {'kind', 'shape'}"
+    for name, spec in tensors.items():
+        if not isinstance(spec, dict) or spec.get("kind") not in ("param", "buffer") or "shape" not in spec:
+            return f"tensor {name!r} needs 'kind' ('param' or 'buffer') and 'shape'"
+        shape = spec["shape"]
+        if shape is not None and not (isinstance(shape, list) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+            return f"bad shape {shape!r} for {edit['path'] or 'model'}.{name}"
+        if shape is not None and math.prod(shape) > factories.MAX_ELEMENTS:
+            return (f"shape {one_line(shape, 80)} for {edit['path'] or 'model'}.{name} has more than "
+                    f"distilkit.factories.MAX_ELEMENTS = {factories.MAX_ELEMENTS:,} elements")
+    return None
+
+
+def _check_edits(edits: Any, where: str) -> None:
+    """Refuse, before building anything, edits that are not of the shapes `structural_edits` writes."""
+    if not isinstance(edits, list):
+        raise DistilkitError(f"{where}: 'edits' must be a list of {{'op', 'path', ...}} objects")
+    for i, edit in enumerate(edits):
+        problem = _edit_problem(edit)
+        if problem is not None:
+            raise DistilkitError(f"{where}: edit {i}: {problem}")
+
+
 def _apply(ref: nn.Module, edit: dict[str, Any], where: str) -> None:
-    """Apply one edit to `ref` in place."""
+    """Apply one edit (checked by `_edit_problem`) to `ref` in place."""
     try:
         target = ref.get_submodule(edit["path"]) if edit["path"] else ref
     except AttributeError:
@@ -183,24 +186,24 @@ def _apply(ref: nn.Module, edit: dict[str, Any], where: str) -> None:
             del target._modules[key]
         return
     if edit["op"] == "replace":  # a parameter-free module of another kind (its attributes follow as a reshape)
-        cls = _swappable().get(edit.get("class"))
+        cls = _swappable().get(edit["class"])
         parent_path, _, child = edit["path"].rpartition(".")
         if cls is None or not child:
-            raise DistilkitError(f"{where}: cannot replace {edit['path']!r} by {edit.get('class')!r}")
+            raise DistilkitError(f"{where}: cannot replace {edit['path']!r} by {edit['class']!r}")
         setattr(ref.get_submodule(parent_path) if parent_path else ref, child, cls())
         return
     if edit["op"] == "keep":  # a named Sequential that lost entries keeps its other names
-        keys = edit.get("keys")
-        if not isinstance(target, nn.Sequential) or not isinstance(keys, list) or not set(keys) <= set(target._modules):
+        keys = edit["keys"]
+        if not isinstance(target, nn.Sequential) or not set(keys) <= set(target._modules):
             raise DistilkitError(f"{where}: cannot keep entries {keys!r} of {edit['path']!r}")
         for key in [k for k in target._modules if k not in keys]:
             del target._modules[key]
         return
-    if edit["op"] != "reshape":
-        raise DistilkitError(f"{where}: unknown edit op {edit['op']!r}")
+    known = _attrs(target)  # only the plain attributes the factory's module has: nothing else is set
     for attr, value in edit.get("attrs", {}).items():
-        old = getattr(target, attr, None)
-        setattr(target, attr, tuple(value) if isinstance(old, tuple) and isinstance(value, list) else value)
+        if attr not in known:
+            raise DistilkitError(f"{where}: {type(target).__name__} {edit['path'] or 'model'} has no plain attribute {attr!r} to set")
+        setattr(target, attr, tuple(value) if isinstance(known[attr], tuple) and isinstance(value, list) else value)
     for name, spec in edit.get("tensors", {}).items():
         kind, shape = spec["kind"], spec["shape"]
         store = target._parameters if kind == "param" else target._buffers
@@ -208,8 +211,6 @@ def _apply(ref: nn.Module, edit: dict[str, Any], where: str) -> None:
         if shape is None:
             store[name] = None
             continue
-        if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
-            raise DistilkitError(f"{where}: bad shape {shape!r} for {edit['path'] or 'model'}.{name}")
         if old is None and name not in store and hasattr(target, name):
             raise DistilkitError(f"{where}: cannot rebuild {edit['path'] or 'model'}.{name}: the factory's module has a "
                                  "non-tensor attribute of that name (a constructor option not recovered)")
@@ -286,18 +287,22 @@ def structural_edits(reference: nn.Module, model: nn.Module) -> list[dict[str, A
 
 
 def _check_state(
-    expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor], where: str, tied: dict[str, list[str]]
+    expected: dict[str, tuple[int, ...]], got: dict[str, tuple[int, ...]], where: str, tied: dict[str, list[str]]
 ) -> None:
+    """Refuse a state (tensor shapes by key) other than the rebuilt model's (tied copies may be left out)."""
     missing = [k for k in expected if k not in got and not any(t in got for t in tied.get(k, []))]
     unexpected = [k for k in got if k not in expected]
     if missing:
         raise DistilkitError(f"{where}: missing tensor {missing[0]!r} ({len(missing)} missing in all)")
     if unexpected:
         raise DistilkitError(f"{where}: unexpected tensor {unexpected[0]!r} ({len(unexpected)} unexpected in all)")
-    for key, tensor in got.items():
-        if tuple(tensor.shape) != tuple(expected[key].shape):
-            want = tuple(expected[key].shape)
-            raise DistilkitError(f"{where}: {key} has shape {tuple(tensor.shape)} but the rebuilt model expects {want}")
+    for key, shape in got.items():
+        if tuple(shape) != tuple(expected[key]):
+            raise DistilkitError(f"{where}: {key} has shape {tuple(shape)} but the rebuilt model expects {tuple(expected[key])}")
+
+
+def _shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(tensor.shape) for key, tensor in state.items()}
 
 
 def _tied(model: nn.Module) -> dict[str, list[str]]:
@@ -319,24 +324,25 @@ def describe(model: nn.Module, arch: dict[str, Any] | None = None) -> dict[str, 
         factory, config = arch["factory"], dict(arch.get("config") or {})
     else:
         factory, config = _spec_of(net)
-    try:
-        reference = _build(factory, config, "save", device="meta")
-    except DistilkitError:
-        reference = _build(factory, config, "save")
+    config = plain_data(config, "cannot save: the architecture config")  # as `load` will read it back
+    reference = _fresh(factory, config, "save")
     edits = structural_edits(reference, net)
     mine = net.state_dict()
     try:
-        _check_state(reference.state_dict(), mine, f"cannot save {type(net).__name__}", {})
+        _check_state(_shapes(reference.state_dict()), _shapes(mine), f"cannot save {type(net).__name__}", {})
     except DistilkitError as err:
         hint = "" if arch else f" (the rebuilt {factory!r} model differs: pass save(..., arch={{'factory', 'config'}}))"
         raise DistilkitError(f"{err}{hint}") from None
     params = {id(p): p.numel() for p in net.parameters()}
     spec = {"format": FORMAT, "factory": factory, "config": config, "edits": edits, "param_count": sum(params.values())}
-    try:
-        json.dumps(spec)
-    except (TypeError, ValueError) as err:
-        raise DistilkitError(f"cannot save: architecture config is not JSON-serialisable: {err}") from None
-    return spec
+    return plain_data(spec, "cannot save: the architecture description")  # e.g. an attribute set to NaN
+
+
+def arch_hash(spec: dict[str, Any]) -> str:
+    """SHA-256 of arch.json content `spec` in canonical form (sorted keys, no spaces): stored in the weights
+    file's metadata, so an arch.json edited after the save is noticed however it is re-formatted."""
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def make_output_dir(path: str | os.PathLike[str], what: str | None = None) -> Path:
@@ -371,9 +377,13 @@ def save(model: nn.Module, path: str | os.PathLike[str], *, arch: dict[str, Any]
     # beside the old arch.json. A shared id per save lets `load` tell such a pair from a real one.
     spec = {**spec, "save_id": uuid.uuid4().hex}
     with atomic_path(out / WEIGHTS) as tmp:
-        save_model(net, tmp, metadata={"format": FORMAT, "save_id": spec["save_id"]})
+        save_model(net, tmp, metadata={"format": FORMAT, "save_id": spec["save_id"], "arch_sha256": arch_hash(spec)})
     write_atomic(out / ARCH, json.dumps(spec, indent=2) + "\n")
     return out
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def read_arch(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -387,54 +397,102 @@ def read_arch(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not arch_file.is_file():
         raise DistilkitError(f"{root} has no {ARCH}")
     try:
-        spec = json.loads(arch_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DistilkitError(f"{arch_file}: malformed JSON: {err}") from None
+        with open(arch_file, "rb") as file:
+            raw = file.read(MAX_ARCH_BYTES + 1)  # at most that, whatever the file claims to be
+        if len(raw) > MAX_ARCH_BYTES:
+            raise DistilkitError(f"{arch_file}: larger than {MAX_ARCH_BYTES:,} bytes: not an arch.json distilkit wrote")
+        spec = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except OSError as err:
+        raise DistilkitError(f"{arch_file}: cannot read it ({err.strerror or one_line(err)})") from None
+    except RecursionError:
+        raise DistilkitError(f"{arch_file}: malformed JSON: nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError, NaN/Infinity, a number of 5,000 digits
+        raise DistilkitError(f"{arch_file}: malformed JSON: {one_line(err)}") from None
+    check_nesting(spec, str(arch_file))
     found = spec.get("format") if isinstance(spec, dict) else None
     if found != FORMAT:
-        raise DistilkitError(f"{arch_file}: not a {FORMAT} file (format={found!r})")
-    if not isinstance(spec.get("factory"), str) or not isinstance(spec.get("config", {}), dict):
-        raise DistilkitError(f"{arch_file}: needs a 'factory' string and a 'config' object")
-    edits = spec.get("edits", [])
-    if not isinstance(edits, list) or not all(isinstance(e, dict) and "op" in e and "path" in e for e in edits):
-        raise DistilkitError(f"{arch_file}: 'edits' must be a list of {{'op', 'path', ...}} objects")
+        raise DistilkitError(f"{arch_file}: not a {FORMAT} file (format={one_line(repr(found), 80)})")
+    _check_spec(spec, str(arch_file))
     return spec
 
 
+def _check_spec(spec: dict[str, Any], where: str) -> None:
+    if not isinstance(spec.get("factory"), str) or not isinstance(spec.get("config", {}), dict):
+        raise DistilkitError(f"{where}: needs a 'factory' string and a 'config' object")
+    _check_edits(spec.get("edits", []), where)
+
+
 def build(spec: dict[str, Any], where: str = "arch.json") -> nn.Module:
-    """An untrained model with the structure `spec` (an arch.json dict) describes."""
-    model = _build(spec["factory"], dict(spec.get("config") or {}), where)
-    for edit in spec.get("edits", []):
-        try:
-            _apply(model, edit, where)
-        except (KeyError, TypeError, ValueError) as err:
-            raise DistilkitError(f"{where}: malformed edit {edit}: {err}") from None
+    """An untrained model with the structure `spec` (an arch.json dict) describes. It is built on the meta
+    device first, so a spec implying more than distilkit.factories.MAX_ELEMENTS elements allocates nothing."""
+    if not isinstance(spec, dict):
+        raise DistilkitError(f"{where}: an arch spec must be an object, got {type(spec).__name__}")
+    _check_spec(spec, where)
+    try:
+        _assemble(spec, where, "meta")
+    except ModelTooLarge:
+        raise
+    except DistilkitError:
+        pass  # a builder that cannot run on meta: the real build below is bounded as it goes
+    return _assemble(spec, where, "cpu")
+
+
+def _assemble(spec: dict[str, Any], where: str, device: str) -> nn.Module:
+    """The factory's build with `spec`'s edits applied, on `device`, refused past MAX_ELEMENTS."""
+    model = construct(spec["factory"], dict(spec.get("config") or {}), where, device)
+    with bounded(where):
+        for i, edit in enumerate(spec.get("edits", [])):
+            try:
+                _apply(model, edit, where)
+            except (KeyError, TypeError, ValueError, RuntimeError) as err:
+                raise DistilkitError(f"{where}: edit {i} cannot be applied: {one_line(err)}") from None
+    size = elements(model)
+    if size > factories.MAX_ELEMENTS:
+        raise too_large(where, f"{size:,} tensor elements, more than {factories.MAX_ELEMENTS:,}")
     return model
 
 
 def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model saved at `path` from its arch.json and load its weights strictly."""
+    """Rebuild the model saved at `path` from its arch.json and load its weights strictly.
+
+    Warns (UserWarning) when arch.json was edited after the save, or when weights hold NaN/inf."""
     from safetensors import SafetensorError, safe_open
 
     root = Path(path)
     spec = read_arch(root)
-    model = build(spec, str(root / ARCH))
     weights = root / WEIGHTS
     if not weights.is_file():
         raise DistilkitError(f"{root} has no {WEIGHTS}")
     try:
         with safe_open(str(weights), framework="pt", device="cpu") as handle:
-            weights_id = (handle.metadata() or {}).get("save_id")
+            metadata = handle.metadata() or {}
+            if spec.get("save_id") != metadata.get("save_id"):  # files from before save ids have neither
+                raise DistilkitError(f"{root}: {WEIGHTS} and {ARCH} were written by different saves (an interrupted "
+                                     "save?): save the model again")
+            model = build(spec, str(root / ARCH))
+            shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+            _check_state(_shapes(model.state_dict()), shapes, str(weights), _tied(model))  # before reading any data
             state = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError, ValueError) as err:
-        raise DistilkitError(f"{weights}: unreadable safetensors file: {err}") from None
-    if spec.get("save_id") != weights_id:  # files from before save ids have neither
-        raise DistilkitError(f"{root}: {WEIGHTS} and {ARCH} were written by different saves (an interrupted "
-                             "save?): save the model again")
-    _check_state(model.state_dict(), state, str(weights), _tied(model))
+        raise DistilkitError(f"{weights}: unreadable safetensors file: {one_line(err)}") from None
     _restore_dtypes(model, state)
     model.load_state_dict(state, strict=False)
+    saved_hash = metadata.get("arch_sha256")
+    if saved_hash is not None and saved_hash != arch_hash(spec):  # folders from before the hash have none
+        warnings.warn(f"{root / ARCH}: edited after the model was saved (its content differs from the hash in "
+                      f"{WEIGHTS}); the model is built as the edited file says", stacklevel=2)
+    _warn_non_finite(state, weights)
     return model.to(map_location)
+
+
+def _warn_non_finite(state: dict[str, torch.Tensor], weights: Path) -> None:
+    """Warn when saved tensors hold NaN or inf (a diverged training run, a damaged file)."""
+    bad = {key: int((~torch.isfinite(t)).sum()) for key, t in state.items() if t.is_floating_point() or t.is_complex()}
+    bad = {key: n for key, n in bad.items() if n}
+    if bad:
+        key, count = next(iter(bad.items()))
+        warnings.warn(f"{weights}: {len(bad)} tensor(s) hold NaN or inf values, first {key!r} ({count:,} of "
+                      f"{state[key].numel():,} values)", stacklevel=3)
 
 
 def _restore_dtypes(model: nn.Module, state: dict[str, torch.Tensor]) -> None:

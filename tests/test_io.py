@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import types
 import warnings
 from collections import OrderedDict
 
@@ -155,24 +154,24 @@ def test_registered_factory_with_truncated_container_and_tied_weights(tmp_path) 
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_arch_spec_factory_inside_distilkit_and_belt_and_braces_edits(tmp_path, monkeypatch) -> None:
-    fake = types.ModuleType("distilkit._fake_models")
-
+def test_arch_spec_naming_a_registered_factory_and_belt_and_braces_edits(tmp_path) -> None:
     class Net(Tied):
         def __init__(self, depth: int = 6) -> None:
             super().__init__(depth)
             self.depth = depth
 
         def arch_spec(self) -> dict:
-            return {"factory": "distilkit._fake_models:build", "config": {"depth": self.depth}}
+            return {"factory": "test-arch-spec", "config": {"depth": self.depth}}
 
-    fake.build = Net
-    monkeypatch.setitem(sys.modules, "distilkit._fake_models", fake)
     model = Net(depth=3)
     model.layers[2][1], model.layers[2][3] = nn.Linear(8, 2), nn.Linear(2, 8)  # not in the config
+    with pytest.raises(DistilkitError, match="unknown factory 'test-arch-spec'"):  # what load could not rebuild
+        io.save(model, tmp_path / "unregistered")
+    assert not (tmp_path / "unregistered").exists()
+    io.register_factory("test-arch-spec", Net)
     io.save(model, tmp_path)
     spec = io.read_arch(tmp_path)
-    assert spec["factory"] == "distilkit._fake_models:build" and spec["config"] == {"depth": 3}
+    assert spec["factory"] == "test-arch-spec" and spec["config"] == {"depth": 3}
     ids = torch.randint(0, 11, (1, 4))
     assert torch.equal(io.load(tmp_path)(ids), model(ids))
 

@@ -11,6 +11,9 @@ from distilkit.errors import DistilkitError
 
 HEAD_TYPES = ("t4", "corner", "py_corner")
 SCORE_VARIANTS = ("official", "paper")
+# The sin-cos position tables (patch grid x embed_dim values) are computed in NumPy at build time, out of
+# reach of distilkit.factories' size limit: bounded here (MixFormerV2-B: 18 x 18 x 768 = 248,832 values).
+MAX_POSITION_TABLE = 2**26
 
 
 @dataclass
@@ -87,6 +90,12 @@ class MixFormerV2Config:
             raise DistilkitError(f"name must be a string, got {self.name!r}")
         if self.embed_dim % 4:
             raise DistilkitError(f"embed_dim must be a multiple of 4 (2-D sin-cos positions), got {self.embed_dim}")
+        for key in ("template_size", "search_size"):
+            grid = getattr(self, key) // self.patch_size
+            if grid * grid * self.embed_dim > MAX_POSITION_TABLE:
+                raise DistilkitError(f"{key} {getattr(self, key)} at patch size {self.patch_size} and embed_dim "
+                                     f"{self.embed_dim} needs a position table of {grid * grid * self.embed_dim:,} "
+                                     f"values, more than {MAX_POSITION_TABLE:,}")
         if self.head != "t4" and self.corner_channel % 8:
             raise DistilkitError(f"corner_channel must be a multiple of 8 (the corner heads halve it three times), "
                                  f"got {self.corner_channel}")

@@ -11,6 +11,7 @@ from torch import nn
 
 from distilkit.compiled import FrozenFunction
 from distilkit.errors import DistilkitError
+from distilkit.factories import register_factory
 from distilkit.fingerprint import ModuleFingerprint
 from distilkit.kernels import load_native
 from distilkit.trackers.mixformerv2.backbone import MixViTBackbone, TemplateKV
@@ -284,6 +285,9 @@ def build_model_from_config(config: MixFormerV2Config | dict[str, Any]) -> MixFo
     if isinstance(config, dict):
         config = MixFormerV2Config.from_dict(config)
     return MixFormerV2(config)
+
+
+register_factory(FACTORY, build_model_from_config)  # saved folders name it (distilkit.factories.BUILTIN)
 
 
 def build_model(name: str, /, **overrides: Any) -> MixFormerV2:

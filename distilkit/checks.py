@@ -37,3 +37,9 @@ def as_number(value: object, what: str, minimum: float | None = None, above: flo
     if above is not None and number <= above:
         raise DistilkitError(f"{what} must be > {above:g}, got {number:g}")
     return number
+
+
+def is_ascii_digits(text: str) -> bool:
+    """True for a non-empty string of 0-9 only: `str.isdigit()` also accepts '²' or '٣', which `int()`
+    refuses or reads as a number nobody typed."""
+    return text.isascii() and text.isdigit()

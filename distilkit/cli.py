@@ -1,7 +1,8 @@
 """The `distilkit` command line: one typer app; each command lives in `distilkit.commands.<name>`.
 
 Command modules import torch and friends inside the command body so `distilkit --help` stays fast.
-User errors (`DistilkitError`) become one line on stderr and exit code 2, never a traceback.
+User errors (`DistilkitError`) and file-system errors (`OSError`: disk full, permission denied, read-only
+folder, ...) become one line on stderr and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Optional
 import typer
 
 from distilkit import __version__
-from distilkit.errors import DistilkitError
+from distilkit.errors import DistilkitError, os_error_message
 from distilkit.heap import retain_freed_memory
 
 app = typer.Typer(
@@ -58,11 +59,14 @@ app.command("eval")(_eval)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """Console-script entry point: run the app, turning user errors into one line and exit code 2."""
+    """Console-script entry point: run the app, turning user and file-system errors into one line and exit code 2."""
     try:
         app(args=argv, prog_name="distilkit")
     except DistilkitError as err:
         typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
+    except OSError as err:
+        typer.secho(f"error: {os_error_message(err)}", err=True, fg=typer.colors.RED)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True, fg=typer.colors.RED)

@@ -8,6 +8,8 @@ from typing import Any, Optional
 import typer
 
 from distilkit.errors import DistilkitError
+from distilkit.limits import MAX_THREADS
+from distilkit.names import check_plain_name
 
 # online-template update interval per benchmark (official MixFormerV2 tracking parameters)
 UPDATE_INTERVAL = {"lasot": 200, "got10k": 15, "trackingnet": 25, "synthetic": 25}
@@ -34,14 +36,6 @@ class _FirstN:
         """The reader's sequence names without loading them (None: the dataset lists none)."""
         names = getattr(self.dataset, "names", None)
         return names[: self.n] if isinstance(names, list) else None
-
-
-def _plain_name(label: str, what: str) -> str:
-    """`label` if it can name a results folder <out>/<label>: no path separators, not '', '.' or '..'."""
-    if label in ("", ".", "..") or "/" in label or "\\" in label:
-        raise DistilkitError(f"{what} {label!r} must be a plain name (no '/', '\\', '.' or '..'): "
-                             "it names the results folder <out>/<name>")
-    return label
 
 
 def _default_label(model: str) -> str:
@@ -148,7 +142,7 @@ def eval_command(
     update_interval: Optional[int] = typer.Option(None, "--update-interval", min=1, help="Online template update interval (default: per dataset)."),
     exclude_invalid: Optional[bool] = typer.Option(None, "--exclude-invalid/--count-invalid", help="Drop or count-as-failure frames without valid gt (default: pytracking per dataset)."),
     device: str = typer.Option("cpu", "--device", help="torch device for model trackers."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op threads."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=MAX_THREADS, help="torch intra-op threads."),
     compile_: bool = typer.Option(False, "--compile", help="Compile the per-frame path with TorchInductor (needs a C++ compiler; about 1.2× as fast on CPU after a few seconds of compiling)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -164,8 +158,9 @@ def eval_command(
     check_device(device)
     _check_baselines(list(baseline or []))
     specs = [model, *dict.fromkeys(b.lower() for b in baseline or [] if b.lower() != model.lower())]
-    labels = [_plain_name(name, "--name") if name is not None
-              else _plain_name(_default_label(model), "tracker label (from MODEL; set --name)"), *specs[1:]]
+    # the label names the results folder <out>/<label>
+    labels = [check_plain_name(name, "--name") if name is not None
+              else check_plain_name(_default_label(model), "tracker label (from MODEL; set --name)"), *specs[1:]]
     if labels[0] in labels[1:]:
         raise DistilkitError(f"tracker label {labels[0]!r} is also a --baseline: set another --name")
     compared = _compare_folders(list(compare or []))

@@ -9,6 +9,7 @@ from typing import Any, Optional
 import typer
 
 from distilkit.errors import DistilkitError
+from distilkit.limits import MAX_CROP, MAX_IMAGE_INPUT, MAX_ITERS, MAX_THREADS
 
 COMPARE_WITH = ("fvcore",)
 
@@ -65,14 +66,14 @@ def flops(
     depth: int = typer.Option(2, "--depth", min=0, help="Module depth shown in the table (0 = model only)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables."),
     with_latency: bool = typer.Option(False, "--latency", help="Also time the forward on CPU (median, p90, FPS)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Intra-op threads for --latency (default: torch's)."),
-    iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Timed forwards for --latency (default 20)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=MAX_THREADS, help="Intra-op threads for --latency (default: torch's)."),
+    iters: Optional[int] = typer.Option(None, "--iters", min=1, max=MAX_ITERS, help="Timed forwards for --latency (default 20)."),
     compare: Optional[str] = typer.Option(None, "--compare", help="Show another counter's MACs beside ours: fvcore."),
     heads: bool = typer.Option(False, "--heads", help="MixFormerV2: T4 / Py-Corner / corner head costs beside the figures stated in the paper's supplement (the 'seed' column)."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if a measured count deviates from its analytic expectation."),
-    input_size: Optional[int] = typer.Option(None, "--input-size", min=1, help="Image side for image models (timm:, saved)."),
-    template_size: Optional[int] = typer.Option(None, "--template-size", min=1, help="Template side in px for trackers."),
-    search_size: Optional[int] = typer.Option(None, "--search-size", min=1, help="Search side in px for trackers."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", min=1, max=MAX_IMAGE_INPUT, help="Image side for image models (timm:, saved)."),
+    template_size: Optional[int] = typer.Option(None, "--template-size", min=1, max=MAX_CROP, help="Template side in px for trackers."),
+    search_size: Optional[int] = typer.Option(None, "--search-size", min=1, max=MAX_CROP, help="Search side in px for trackers."),
     cached: bool = typer.Option(False, "--cached", help="MixFormerV2: count the per-frame path a tracker runs (templates cached once, forward_search) instead of the full forward."),
 ) -> None:
     """Count params and exact MACs (linear, conv, matmul, attention incl. SDPA) of MODEL; FLOPs = 2 x MACs."""

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from distilkit.limits import MAX_SEED
+
 
 def _plan_table(rows: list[dict], title: str):
     from rich.table import Table
@@ -38,7 +40,7 @@ def prune(
     eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Evaluation data (same syntax, test splits); default: the held-out synthetic test split."),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher checkpoint (distilkit model dir or official .pth.tar); skips teacher training."),
     out: Optional[str] = typer.Option(None, "--out", help="Output directory (default runs/<recipe>)."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Random seed (models, sampling), 0 or more."),
+    seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help=f"Random seed (models, sampling), 0 to {MAX_SEED}."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out; finished stages are skipped."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan: each stage's architecture, params and MACs; train nothing."),

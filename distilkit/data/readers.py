@@ -10,13 +10,18 @@ import functools
 import os
 import re
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
+from distilkit.checks import is_ascii_digits
 from distilkit.data.sequence import Sequence, read_boxes, read_flags
-from distilkit.errors import DistilkitError
+from distilkit.errors import DistilkitError, os_error_message
+from distilkit.names import check_plain_name
 
+T = TypeVar("T")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+_MAX_FRAME_DIGITS = 12  # frame numbers are zero-padded to 8 digits in every benchmark
 
 
 def _existing_dir(root: str | os.PathLike, what: str) -> Path:
@@ -37,9 +42,10 @@ def _frame_files(folder: Path, first: int = 1) -> list[str]:
     files = [p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith(".")]
     if not files:
         raise DistilkitError(f"no frames (.jpg/.png) in {folder}")
-    unnumbered = [p.name for p in files if not p.stem.isdigit()]
+    unnumbered = [p.name for p in files if not (is_ascii_digits(p.stem) and len(p.stem) <= _MAX_FRAME_DIGITS)]
     if unnumbered:
-        raise DistilkitError(f"{folder}: frame file {sorted(unnumbered)[0]!r} is not numbered like the other frames")
+        raise DistilkitError(f"{folder}: frame file {sorted(unnumbered)[0]!r} is not numbered like the other frames "
+                             "(ASCII digits 0-9)")
     files.sort(key=lambda p: (int(p.stem), p.name))
     for expected, path in enumerate(files, start=first):
         number = int(path.stem)
@@ -63,15 +69,34 @@ def _pad_boxes(boxes: np.ndarray, n: int) -> np.ndarray:
 
 
 def _read_list(path: Path) -> list[str]:
-    """Sequence names of a split list file (one per line); an empty list is an error naming the file."""
+    """Sequence names of a split list file (one per line); an empty list, or a name that is not a plain
+    folder name (`../val/seq1` would read, and write results, outside the dataset), is an error naming the file."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise DistilkitError(f"cannot read sequence list {path}: {err}") from None
-    names = [line.strip() for line in text.splitlines() if line.strip()]
+    names = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        name = line.strip()
+        if name:
+            names.append(check_plain_name(name, f"{path}:{lineno}: sequence name"))
     if not names:
         raise DistilkitError(f"{path}: the sequence list is empty")
     return names
+
+
+def _os_errors(method: Callable[..., T]) -> Callable[..., T]:
+    """A reader method whose file-system errors (an unreadable folder, an I/O error) become one
+    DistilkitError naming the dataset and the path."""
+
+    @functools.wraps(method)
+    def wrapper(self: _Reader, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as err:
+            raise DistilkitError(f"{self.name}: {os_error_message(err)}") from None
+
+    return wrapper
 
 
 class _Reader:
@@ -89,6 +114,7 @@ class _Reader:
         return self._cached(self.names[i])
 
     @functools.lru_cache(maxsize=256)  # noqa: B019 - readers are long-lived, few per process
+    @_os_errors
     def _cached(self, name: str) -> Sequence:
         return self._load(name)
 
@@ -118,6 +144,7 @@ class GOT10k(_Reader):
 
     name = "got10k"
 
+    @_os_errors
     def __init__(self, root: str | os.PathLike, split: str = "val", sequences: list[str] | None = None):
         if split not in ("train", "val", "test"):
             raise DistilkitError(f"GOT-10k split must be train, val or test, got {split!r}")
@@ -161,6 +188,7 @@ class LaSOT(_Reader):
 
     name = "lasot"
 
+    @_os_errors
     def __init__(self, root: str | os.PathLike, split: str = "test", sequences: list[str] | None = None):
         if split not in ("train", "test", "all"):
             raise DistilkitError(f"LaSOT split must be train, test or all, got {split!r}")
@@ -209,6 +237,7 @@ class TrackingNet(_Reader):
 
     name = "trackingnet"
 
+    @_os_errors
     def __init__(self, root: str | os.PathLike, chunks: list[int | str] | None = None,
                  sequences: list[str] | None = None):
         self.root = _existing_dir(root, "TrackingNet")
@@ -217,7 +246,8 @@ class TrackingNet(_Reader):
             if not names and (self.root / "TEST").is_dir():
                 names = ["TEST"]
         else:
-            names = [f"TRAIN_{c}" if isinstance(c, int) or str(c).isdigit() else str(c) for c in chunks]
+            names = [f"TRAIN_{c}" if isinstance(c, int) or is_ascii_digits(str(c))
+                     else check_plain_name(str(c), "TrackingNet chunk") for c in chunks]
         self.chunks = [_existing_dir(self.root / c, "TrackingNet chunk") for c in names]
         if not self.chunks:
             raise DistilkitError(f"no TrackingNet chunks (TRAIN_k or TEST folders) under {self.root}")
@@ -241,4 +271,5 @@ class TrackingNet(_Reader):
 
 
 def _natural_key(text: str) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+    """Sort key putting seq2 before seq10: runs of ASCII digits compare as numbers."""
+    return [int(t) if is_ascii_digits(t) else t for t in re.split(r"([0-9]+)", text)]

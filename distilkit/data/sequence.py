@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,8 @@ from PIL import Image
 from distilkit.errors import DistilkitError
 
 FrameSource = Union[np.ndarray, str, os.PathLike]
+#: Largest frame accepted (8192 × 8192; 192 MiB as RGB): benchmark frames are at most 4K.
+MAX_FRAME_PIXELS = 8192 * 8192
 
 
 @dataclass
@@ -52,10 +55,19 @@ class Sequence:
 
 
 def load_image(path: FrameSource) -> np.ndarray:
-    """Read an image file as H×W×3 uint8 RGB; a missing or unreadable file is a DistilkitError."""
+    """Read an image file as H×W×3 uint8 RGB. A missing or unreadable file, or one larger than
+    MAX_FRAME_PIXELS (a decompression bomb: a small file claiming a huge image), is a DistilkitError
+    naming it; its size is checked from the header, before any pixel is decoded."""
     try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
+        with warnings.catch_warnings():  # PIL only warns below twice its limit: refuse those too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_FRAME_PIXELS:
+                    raise DistilkitError(f"frame {os.fspath(path)} is {img.width}×{img.height} pixels, more than the "
+                                         f"{MAX_FRAME_PIXELS:,} a frame may have (a decompression bomb?)")
+                return np.asarray(img.convert("RGB"))
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        raise DistilkitError(f"frame {os.fspath(path)} is larger than a frame may have ({err})") from None
     except (OSError, ValueError) as err:
         raise DistilkitError(f"cannot read frame {os.fspath(path)}: {err}") from None
 

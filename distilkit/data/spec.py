@@ -3,14 +3,24 @@
 
 from __future__ import annotations
 
+from distilkit.checks import is_ascii_digits
 from distilkit.data.readers import GOT10k, LaSOT, TrackingNet
 from distilkit.data.synthetic import SyntheticTracking
 from distilkit.errors import DistilkitError
+from distilkit.limits import MAX_SEQUENCES
 
 SPEC_KINDS = ("synthetic", "got10k", "lasot", "trackingnet")
 # built-in synthetic sizes: training set and held-out evaluation set
 SYNTHETIC_DEFAULTS = {"train": dict(num_sequences=200, length=100, seed=0),
                       "test": dict(num_sequences=20, length=100, seed=0)}
+
+
+def synthetic_count(arg: str) -> int:
+    """The N of `synthetic:N`: ASCII digits for a count from 1 to MAX_SEQUENCES, else a one-line error."""
+    if not (is_ascii_digits(arg) and len(arg) <= len(str(MAX_SEQUENCES)) and 1 <= int(arg) <= MAX_SEQUENCES):
+        shown = arg if len(arg) <= 20 else arg[:17] + "..."
+        raise DistilkitError(f"synthetic:N needs a sequence count from 1 to {MAX_SEQUENCES}, got {shown!r}")
+    return int(arg)
 
 
 def load_datasets(spec: str, split: str = "train") -> list:
@@ -33,9 +43,7 @@ def load_datasets(spec: str, split: str = "train") -> list:
         if kind == "synthetic":
             options = dict(SYNTHETIC_DEFAULTS[split])
             if arg:
-                if not arg.isdigit() or int(arg) < 1:
-                    raise DistilkitError(f"synthetic:N needs a positive sequence count, got {arg!r}")
-                options["num_sequences"] = int(arg)
+                options["num_sequences"] = synthetic_count(arg)
             datasets.append(SyntheticTracking(split=split, **options))
             continue
         if not arg:

@@ -23,6 +23,7 @@ from PIL import Image
 from distilkit.atomic import atomic_path
 from distilkit.data.sequence import Sequence
 from distilkit.errors import DistilkitError
+from distilkit.limits import MAX_IMAGE_SIDE, MAX_LENGTH, MAX_SEQUENCES, MIN_IMAGE_SIDE
 
 TRAIN_PHOTOS = ("astronaut", "coffee", "rocket", "hubble_deep_field", "brick", "grass", "camera", "coins", "moon")
 TEST_PHOTOS = ("chelsea", "immunohistochemistry", "retina", "colorwheel", "gravel", "clock", "page")
@@ -243,11 +244,12 @@ class SyntheticTracking:
     ):
         if split not in PHOTO_POOLS:
             raise DistilkitError(f"synthetic split must be 'train' or 'test', got {split!r}")
-        if num_sequences < 1 or length < 2:
-            raise DistilkitError(f"synthetic data needs num_sequences >= 1 and length >= 2, got {num_sequences}, {length}")
+        if not (1 <= num_sequences <= MAX_SEQUENCES and 2 <= length <= MAX_LENGTH):
+            raise DistilkitError(f"synthetic data needs num_sequences in [1, {MAX_SEQUENCES}] and length in "
+                                 f"[2, {MAX_LENGTH}], got {num_sequences}, {length}")
         W, H = (int(v) for v in image_size)
-        if W < 64 or H < 64:
-            raise DistilkitError(f"synthetic image_size must be at least 64×64, got {image_size}")
+        if not (MIN_IMAGE_SIDE <= min(W, H) and max(W, H) <= MAX_IMAGE_SIDE):
+            raise DistilkitError(f"synthetic image_size must be {MIN_IMAGE_SIDE} to {MAX_IMAGE_SIDE} px per side, got {image_size}")
         self.num_sequences, self.length, self.seed = int(num_sequences), int(length), int(seed)
         self.image_size, self.split = (W, H), split
         self.photos = PHOTO_POOLS[split]

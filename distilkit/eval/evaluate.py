@@ -16,6 +16,7 @@ from distilkit.atomic import atomic_path, write_atomic
 from distilkit.data.sequence import Sequence
 from distilkit.errors import DistilkitError
 from distilkit.eval.metrics import OVERLAP_THRESHOLDS, SequenceScores, score_sequence, summarize
+from distilkit.names import check_plain_name, is_plain_name
 
 # pytracking divides by valid frames only for these datasets; LaSOT-style (invalid = failure) elsewhere
 EXCLUDE_INVALID_BY_DATASET = {"got10k": True, "trackingnet": True}
@@ -62,7 +63,10 @@ class Results:
     def save(self, out_dir: str | os.PathLike) -> Path:
         """Write `<seq>.txt` (x,y,w,h per frame), `<seq>_time.txt` and summary.json into out_dir. Result
         files that an earlier save there listed, for sequences this run does not have, are removed, so the
-        folder holds one run (other files are never touched)."""
+        folder holds one run (other files are never touched). Every sequence name must be a plain name
+        (distilkit.names), so no result file lands outside out_dir; nothing is written otherwise."""
+        for s in self.sequences:
+            check_plain_name(s.name, "sequence name")
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         earlier = _saved_sequences(out / SUMMARY_FILE)
@@ -83,11 +87,11 @@ def _saved_sequences(summary: Path) -> set[str]:
     names count, so a hand-edited summary cannot point outside its folder."""
     try:
         listed = json.loads(summary.read_text()).get("sequences", {})
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):  # RecursionError: absurdly nested JSON
         return set()
     if not isinstance(listed, dict):
         return set()
-    return {n for n in listed if isinstance(n, str) and n not in ("", ".", "..") and n == Path(n).name}
+    return {n for n in listed if is_plain_name(n)}
 
 
 def combine_results(parts: list[Results], name: str | None = None) -> Results:
@@ -132,6 +136,8 @@ def load_results(path: str | os.PathLike) -> Results:
         raise DistilkitError(f"no {SUMMARY_FILE} in {folder}: not a distilkit eval results folder") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DistilkitError(f"{file}: not a distilkit eval summary ({err})") from None
+    except RecursionError:
+        raise DistilkitError(f"{file}: not a distilkit eval summary (nested too deeply)") from None
     name = _summary_field(data, file, "tracker", str, "a string")
     overall = _summary_field(data, file, "overall", dict, "an object")
     for key, value in overall.items():
@@ -172,11 +178,13 @@ def _sequences(dataset) -> Iterable[Sequence]:
 
 
 def check_unique_names(datasets: list) -> None:
-    """Refuse a sequence name found twice (in one dataset or two): result files and summary entries are
-    keyed by name, so one would silently overwrite the other. Cheap: readers' `names` are used unloaded."""
+    """Refuse a sequence name that is not a plain name (distilkit.names) or is found twice (in one dataset
+    or two): result files and summary entries are keyed by name, so one would land outside the results
+    folder or silently overwrite the other. Cheap: readers' `names` are used unloaded."""
     seen: dict[str, int] = {}
     for k, dataset in enumerate(datasets):
         for name in _names(dataset):
+            check_plain_name(name, f"{_describe(dataset, k, len(datasets))}: sequence name")
             if name not in seen:
                 seen[name] = k
             elif seen[name] == k:

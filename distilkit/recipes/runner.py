@@ -80,7 +80,7 @@ def datasets_for(spec: str, budget: Budget, split: str) -> list[Any]:
     """Datasets of a `--data` spec; `synthetic` uses the budget's sizes. Paths and ground truth are checked
     here, before training."""
     from distilkit.data import load_datasets
-    from distilkit.data.spec import SPEC_KINDS
+    from distilkit.data.spec import SPEC_KINDS, synthetic_count
 
     flag = "--data" if split == "train" else "--eval-data"
     out = []
@@ -89,9 +89,7 @@ def datasets_for(spec: str, budget: Budget, split: str) -> list[Any]:
             continue
         kind, arg = _kind(part), part.partition(":")[2]
         if kind == "synthetic":
-            if arg and (not arg.isdigit() or int(arg) < 1):
-                raise DistilkitError(f"synthetic:N needs a positive sequence count, got {arg!r}")
-            out.append(_synthetic(budget, split, int(arg) if arg else None))
+            out.append(_synthetic(budget, split, synthetic_count(arg) if arg else None))
             continue
         if kind in SPEC_KINDS and arg and not os.path.isdir(arg):  # an unknown kind is load_datasets' to name
             raise DistilkitError(f"dataset directory not found: {arg} (from {flag} {part})")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import re
 import typing
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -17,8 +18,17 @@ from importlib import resources
 from typing import Any, Literal, Optional
 
 from distilkit.errors import DistilkitError
+from distilkit.limits import (MAX_BATCH, MAX_CENTER_JITTER, MAX_CLASSES, MAX_CONTEXT, MAX_CROP, MAX_EPOCHS, MAX_GAP,
+                              MAX_IMAGE_INPUT, MAX_IMAGE_SIDE, MAX_LAYERS, MAX_LENGTH, MAX_LR, MAX_MLP_RATIO,
+                              MAX_MODEL_PARAMS, MAX_RECIPE_CHARS, MAX_SAMPLES, MAX_SCALE, MAX_SCALE_JITTER, MAX_SEQUENCES,
+                              MAX_STEPS, MAX_TEMPLATES, MAX_THREADS, MAX_WEIGHT, MAX_WIDTH, MAX_WORKERS,
+                              MIN_IMAGE_SIDE)
+from distilkit.names import PLAIN_NAME_RULE, is_plain_name, plain_name_problem
 from distilkit.recipes.validate import Context, Path, build, coerce
 from distilkit.recipes.yamlnodes import load_with_lines
+
+#: Stage names: ASCII letters, digits, '-' and '_' (they name the stage folders of a run).
+_STAGE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 StageKind = Literal["teacher", "distill", "depth", "width", "score"]
 
@@ -42,21 +52,45 @@ class Bound:
     high_open: bool = False
 
     def problem(self, value: float) -> Optional[str]:
-        """Why `value` is outside the range (as "must be ..., got ..."), or None."""
+        """Why `value` is outside the range (as "must be ..., got ..."), or None; names the side crossed."""
         above = value > self.low if self.low_open else value >= self.low
         below = value < self.high if self.high_open else value <= self.high
-        return None if math.isfinite(value) and above and below else f"must be {self}, got {value!r}"
+        if math.isfinite(value) and above and below:
+            return None
+        if math.isnan(value) or (above and below):  # NaN, or an infinity on an open-ended side
+            side = str(self)
+        elif not above:
+            side = self._low_side()
+        else:
+            side = self._high_side()
+        return f"must be {side}, got {value!r}"
+
+    def _low_side(self) -> str:
+        return f"{'>' if self.low_open else '>='} {_number(self.low)}"
+
+    def _high_side(self) -> str:
+        return f"{'<' if self.high_open else '<='} {_number(self.high)}"
 
     def __str__(self) -> str:
         if math.isinf(self.low) and math.isinf(self.high):
             return "a finite number"
         if math.isinf(self.high):
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            return self._low_side()
+        if math.isinf(self.low):
+            return self._high_side()
+        return f"in {'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}{')' if self.high_open else ']'}"
 
 
-FINITE, NON_NEGATIVE, POSITIVE, AT_LEAST_ONE = Bound(), Bound(0.0), Bound(0.0, low_open=True), Bound(1.0)
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+#: The ranges recipe numbers must lie in; the caps are distilkit.limits'.
+FINITE, POSITIVE = Bound(), Bound(0.0, low_open=True)
 FRACTION, PROBABILITY = Bound(0.0, 1.0, low_open=True), Bound(0.0, 1.0, high_open=True)
+LOSS_WEIGHT, EPOCHS, LAYERS = Bound(0.0, MAX_WEIGHT), Bound(1.0, MAX_EPOCHS), Bound(1.0, MAX_LAYERS)
+LR, SCALE, STEPS = Bound(0.0, MAX_LR, low_open=True), Bound(0.0, MAX_SCALE), Bound(0.0, MAX_STEPS)
+SAMPLES, THREADS, MLP_RATIO = Bound(1.0, MAX_SAMPLES), Bound(1.0, MAX_THREADS), Bound(0.0, MAX_MLP_RATIO, low_open=True)
 
 
 def bounds_problem(obj: Any, bounds: dict[str, Bound]) -> Optional[tuple[str, str]]:
@@ -78,7 +112,7 @@ class ScheduleSpec:
     steps: int = 1
 
     def check(self) -> Optional[tuple[str, str]]:
-        return bounds_problem(self, {"offset": FINITE, "steps": AT_LEAST_ONE})
+        return bounds_problem(self, {"offset": Bound(-MAX_EPOCHS, MAX_EPOCHS), "steps": EPOCHS})
 
 
 @dataclass
@@ -118,26 +152,38 @@ class Stage:
         if self.kind == "depth":
             if (self.remove is None) == (self.keep is None):
                 return "remove", "a depth stage needs exactly one of 'remove' (layer indices) or 'keep' (layer count)"
-            if self.remove is not None and (not self.remove or min(self.remove) < 0 or len(set(self.remove)) != len(self.remove)):
-                return "remove", "must be distinct, non-negative layer indices"
+            if self.remove is not None and (not self.remove or not _layer_indices(self.remove)
+                                            or len(set(self.remove)) != len(self.remove)):
+                return "remove", f"must be distinct layer indices in [0, {MAX_LAYERS - 1}]"
         elif self.remove is not None or self.keep is not None:
             return "remove" if self.remove is not None else "keep", "only depth stages remove layers"
         elif self.freeze_removed is not None:
             return "freeze_removed", "only depth stages remove (and freeze) layers"
         if self.keep is not None and self.keep < 1:
             return "keep", f"a depth stage keeps at least one layer, got {self.keep}"
+        if self.keep is not None and LAYERS.problem(self.keep):
+            return "keep", LAYERS.problem(self.keep)
         if self.kind == "width" and (self.mlp_ratio is None or POSITIVE.problem(self.mlp_ratio)):
             return "mlp_ratio", "a width stage needs a positive target 'mlp_ratio'"
         if self.kind != "width" and self.mlp_ratio is not None:
             return "mlp_ratio", "only width stages change the MLP ratio"
+        if self.mlp_ratio is not None and MLP_RATIO.problem(self.mlp_ratio):
+            return "mlp_ratio", MLP_RATIO.problem(self.mlp_ratio)
         if ("feature" in self.losses) != bool(self.feature_pairs):
             return "feature_pairs", "the 'feature' loss and 'feature_pairs' ([student, teacher] layer pairs) go together"
         for pair in self.feature_pairs:
-            if len(pair) != 2 or min(pair) < 0:
-                return "feature_pairs", f"each pair is [student_layer, teacher_layer] (non-negative), got {pair}"
+            if len(pair) != 2 or not _layer_indices(pair):
+                return "feature_pairs", f"each pair is [student_layer, teacher_layer] (in [0, {MAX_LAYERS - 1}]), got {pair}"
         if self.attention_layers < 1:
             return "attention_layers", f"the 'attn' loss needs at least the last block, got {self.attention_layers}"
+        if LAYERS.problem(self.attention_layers):
+            return "attention_layers", LAYERS.problem(self.attention_layers)
         return None
+
+
+def _layer_indices(indices: list[int]) -> bool:
+    """Whether every entry is a layer index a model can have: 0 to MAX_LAYERS - 1."""
+    return all(0 <= i < MAX_LAYERS for i in indices)
 
 
 @dataclass
@@ -154,9 +200,9 @@ class OptimizerSpec:
     lr_drop_factor: float = 0.1
 
     def check(self) -> Optional[tuple[str, str]]:
-        return bounds_problem(self, {"lr": POSITIVE, "backbone_lr_scale": NON_NEGATIVE, "weight_decay": NON_NEGATIVE,
-                                     "grad_clip": NON_NEGATIVE, "warmup_steps": NON_NEGATIVE,
-                                     "lr_drop_at": FRACTION, "lr_drop_factor": NON_NEGATIVE})
+        return bounds_problem(self, {"lr": LR, "backbone_lr_scale": SCALE, "weight_decay": Bound(0.0, MAX_LR),
+                                     "grad_clip": Bound(0.0, MAX_WEIGHT), "warmup_steps": STEPS,
+                                     "lr_drop_at": FRACTION, "lr_drop_factor": SCALE})
 
 
 @dataclass
@@ -172,8 +218,8 @@ class StageBudget:
     losses: dict[str, float] = field(default_factory=dict)
 
     def check(self) -> Optional[tuple[str, str]]:
-        problem = bounds_problem(self, {"epochs": AT_LEAST_ONE, "m": NON_NEGATIVE, "samples_per_epoch": AT_LEAST_ONE,
-                                        "lr": POSITIVE, "backbone_lr_scale": NON_NEGATIVE})
+        problem = bounds_problem(self, {"epochs": EPOCHS, "m": Bound(0.0, MAX_EPOCHS), "samples_per_epoch": SAMPLES,
+                                        "lr": LR, "backbone_lr_scale": SCALE})
         if problem:
             return problem
         problem = loss_weights_problem(self.losses)  # names are checked per stage kind in _check_route
@@ -186,7 +232,7 @@ def loss_weights_problem(losses: dict[str, float], allowed: Optional[Collection[
     for loss, weight in losses.items():
         if allowed is not None and loss not in allowed:
             return f"unknown loss {loss!r} for {owner}; expected some of {sorted(allowed)}"
-        problem = NON_NEGATIVE.problem(weight)
+        problem = LOSS_WEIGHT.problem(weight)
         if problem:
             return f"loss weight for {loss!r} {problem}"
     return None
@@ -208,11 +254,10 @@ class SyntheticSpec:
     image_size: list[int] = field(default_factory=lambda: [320, 240])
 
     def check(self) -> Optional[tuple[str, str]]:
-        if len(self.image_size) != 2 or min(self.image_size) < 64:
-            return "image_size", "is [width, height] in pixels, each at least 64"
-        if self.train_sequences < 1 or self.test_sequences < 1 or self.length < 2:
-            return "", "needs train_sequences, test_sequences >= 1 and length >= 2"
-        return None
+        if len(self.image_size) != 2 or not all(MIN_IMAGE_SIDE <= v <= MAX_IMAGE_SIDE for v in self.image_size):
+            return "image_size", f"is [width, height] in pixels, each in [{MIN_IMAGE_SIDE}, {MAX_IMAGE_SIDE}]"
+        return bounds_problem(self, {"train_sequences": Bound(1.0, MAX_SEQUENCES), "test_sequences": Bound(1.0, MAX_SEQUENCES),
+                                     "length": Bound(2.0, MAX_LENGTH)})
 
 
 @dataclass
@@ -223,7 +268,7 @@ class EvalSpec:
     tracker: dict[str, Any] = field(default_factory=dict)  # MixFormerV2Tracker options, checked in _check_models
 
     def check(self) -> Optional[tuple[str, str]]:
-        return bounds_problem(self, {"latency_threads": AT_LEAST_ONE})
+        return bounds_problem(self, {"latency_threads": THREADS})
 
 
 @dataclass
@@ -253,12 +298,13 @@ class Budget:
     eval: EvalSpec = field(default_factory=EvalSpec)
 
     def check(self) -> Optional[tuple[str, str]]:
+        crop, context = Bound(1.0, MAX_CROP), Bound(0.0, MAX_CONTEXT, low_open=True)
         return bounds_problem(self, {
-            "template_size": AT_LEAST_ONE, "search_size": AT_LEAST_ONE, "template_factor": POSITIVE,
-            "search_factor": POSITIVE, "center_jitter": NON_NEGATIVE, "scale_jitter": NON_NEGATIVE,
-            "max_gap": NON_NEGATIVE, "negative_prob": PROBABILITY, "batch_size": AT_LEAST_ONE,
-            "samples_per_epoch": AT_LEAST_ONE, "workers": NON_NEGATIVE, "threads": AT_LEAST_ONE,
-            "checkpoint_every": NON_NEGATIVE,
+            "template_size": crop, "search_size": crop, "template_factor": context, "search_factor": context,
+            "center_jitter": Bound(0.0, MAX_CENTER_JITTER), "scale_jitter": Bound(0.0, MAX_SCALE_JITTER),
+            "max_gap": Bound(0.0, MAX_GAP), "negative_prob": PROBABILITY, "batch_size": Bound(1.0, MAX_BATCH),
+            "samples_per_epoch": SAMPLES, "workers": Bound(0.0, MAX_WORKERS), "threads": THREADS,
+            "checkpoint_every": STEPS,
         })
 
     def stage(self, name: str) -> StageBudget:
@@ -310,8 +356,8 @@ def resolve_recipe_path(name_or_path: str) -> str:
 
 
 def is_stage_name(name: object) -> bool:
-    """Stage names name directories: letters, digits, '-' and '_' only (so never a path or '..')."""
-    return isinstance(name, str) and name.replace("-", "").replace("_", "").isalnum()
+    """Stage names name directories: plain names (distilkit.names) of ASCII letters, digits, '-' and '_' only."""
+    return is_plain_name(name) and _STAGE_NAME.fullmatch(name) is not None  # type: ignore[arg-type]
 
 
 def load_recipe(name_or_path: str) -> Recipe:
@@ -319,12 +365,14 @@ def load_recipe(name_or_path: str) -> Recipe:
     path = resolve_recipe_path(name_or_path)
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            text = f.read(MAX_RECIPE_CHARS + 1)
     except OSError as err:
         raise DistilkitError(f"cannot read recipe {path}: {err.strerror}") from None
     except UnicodeDecodeError as err:
         line = err.object[: err.start].count(b"\n") + 1
         raise DistilkitError(f"{path}:{line}: not UTF-8 text (byte 0x{err.object[err.start]:02x}); save the recipe as UTF-8") from None
+    if len(text) > MAX_RECIPE_CHARS:
+        raise DistilkitError(f"{path}: longer than {MAX_RECIPE_CHARS:,} characters: not a recipe")
     value, lines = load_with_lines(text, path)
     ctx = Context(path, lines)
     recipe: Recipe = build(Recipe, value, ctx)
@@ -336,6 +384,9 @@ def load_recipe(name_or_path: str) -> Recipe:
 
 def _check_route(recipe: Recipe, ctx: Context) -> None:
     """Cross-field rules: stage order, unique names, every budget covering every stage."""
+    problem = plain_name_problem(recipe.name)
+    if problem:  # it names the default output folder runs/<name>
+        raise ctx.fail(("name",), f"must be {PLAIN_NAME_RULE}, as it names the output folder runs/<name>; it {problem}")
     if not recipe.stages:
         raise ctx.fail(("stages",), "a recipe needs at least one stage")
     names = [s.name for s in recipe.stages]
@@ -343,7 +394,7 @@ def _check_route(recipe: Recipe, ctx: Context) -> None:
         if names.index(stage.name) != i:
             raise ctx.fail(("stages", i, "name"), f"duplicate stage name {stage.name!r}")
         if not is_stage_name(stage.name):
-            raise ctx.fail(("stages", i, "name"), "stage names may use letters, digits, '-' and '_' only (they name directories)")
+            raise ctx.fail(("stages", i, "name"), "stage names may use ASCII letters, digits, '-' and '_' only (they name directories)")
         if (i == 0) != (stage.kind == "teacher"):
             raise ctx.fail(("stages", i, "kind"), "the first stage, and only the first, is the 'teacher' stage")
     if not recipe.budgets:
@@ -376,6 +427,13 @@ def _check_route(recipe: Recipe, ctx: Context) -> None:
                                    "the pruned parts must be gone before the stage ends")
 
 
+#: Caps on the MixFormerV2Config values a recipe overrides (the config checks their lower bounds itself).
+_CONFIG_CAPS = {"embed_dim": MAX_WIDTH, "depth": MAX_LAYERS, "num_heads": MAX_WIDTH, "mlp_ratio": MAX_MLP_RATIO,
+                "mlp_hidden": MAX_WIDTH, "patch_size": MAX_CROP, "template_size": MAX_CROP, "search_size": MAX_CROP,
+                "num_online_templates": MAX_TEMPLATES, "norm_eps": 1.0, "bins": MAX_WIDTH, "head_hidden": MAX_WIDTH,
+                "corner_channel": MAX_WIDTH, "search_factor": MAX_CONTEXT, "legacy_num_classes": MAX_CLASSES,
+                "legacy_img_size": MAX_IMAGE_INPUT}
+
 #: MixFormerV2Tracker arguments the runner sets itself (from the stage model and the budget's crops).
 _TRACKER_SET_BY_RUNNER = frozenset({"self", "model", "template_factor", "search_factor", "template_size", "search_size",
                                     "device"})
@@ -389,12 +447,13 @@ def _check_models(recipe: Recipe, ctx: Context) -> None:
 
     fields = typing.get_type_hints(MixFormerV2Config)
     for i, stage in enumerate(recipe.stages):
-        stage.overrides = _typed_options(stage.overrides, fields, ctx, ("stages", i, "overrides"), "MixFormerV2Config field")
+        stage.overrides = _typed_options(stage.overrides, fields, ctx, ("stages", i, "overrides"), "MixFormerV2Config field",
+                                         _CONFIG_CAPS)
         if stage.model is not None and stage.model not in PRESETS:
             raise ctx.fail(("stages", i, "model"), f"unknown model {stage.model!r}; expected one of {sorted(PRESETS)}")
     for bname, budget in recipe.budgets.items():
         budget.model_overrides = _typed_options(budget.model_overrides, fields, ctx, ("budgets", bname, "model_overrides"),
-                                                "MixFormerV2Config field")
+                                                "MixFormerV2Config field", _CONFIG_CAPS)
         _check_tracker_options(budget, ctx, ("budgets", bname, "eval", "tracker"))
         for i, stage in enumerate(recipe.stages):
             if stage.model is None:
@@ -403,9 +462,11 @@ def _check_models(recipe: Recipe, ctx: Context) -> None:
                 raise ctx.fail(("budgets", bname, "model_suffix"),
                                f"no model {stage.model + budget.model_suffix!r} for stage {stage.name!r}; models: {sorted(PRESETS)}")
             try:
-                stage_config(stage, budget)
+                problem = _model_size_problem(stage_config(stage, budget))
             except DistilkitError as err:
-                raise ctx.fail(("stages", i, "model"), f"budget {bname!r}: {err}") from None
+                problem = str(err)
+            if problem:
+                raise ctx.fail(("stages", i, "model"), f"budget {bname!r}: {problem}")
 
 
 def _check_tracker_options(budget: Budget, ctx: Context, path: Path) -> None:
@@ -418,15 +479,32 @@ def _check_tracker_options(budget: Budget, ctx: Context, path: Path) -> None:
     budget.eval.tracker = _typed_options(budget.eval.tracker, hints, ctx, path, "MixFormerV2Tracker option")
 
 
-def _typed_options(options: dict[str, Any], types: dict[str, Any], ctx: Context, path: Path, what: str) -> dict[str, Any]:
-    """`options` checked against `types` (name → type): known keys, values of their type, finite numbers;
-    ints become floats where floats are due."""
+def _typed_options(options: dict[str, Any], types: dict[str, Any], ctx: Context, path: Path, what: str,
+                   caps: Optional[dict[str, float]] = None) -> dict[str, Any]:
+    """`options` checked against `types` (name → type): known keys, values of their type, finite numbers
+    (each number, or each number of a list, at most `caps[key]` when given); ints become floats where
+    floats are due."""
     out = {}
     for key, value in options.items():
         if key not in types:
             raise ctx.fail(path + (key,), f"unknown {what}; expected one of {sorted(types)}")
         out[key] = coerce(types[key], value, ctx, path + (key,))
         problem = FINITE.problem(out[key]) if isinstance(out[key], float) else None
+        cap = (caps or {}).get(key, math.inf)
+        over = [n for n in (out[key] if isinstance(out[key], list) else [out[key]])
+                if isinstance(n, (int, float)) and not isinstance(n, bool) and n > cap]
+        if over and not problem:
+            problem = f"must be <= {_number(cap)}, got {over[0]!r}"
         if problem:
             raise ctx.fail(path + (key,), problem)
     return out
+
+
+def _model_size_problem(config: Any) -> Optional[str]:
+    """Why a MixFormerV2Config describes an absurdly large model (parameters counted roughly from the config,
+    before anything is built: attention 4·D² and MLP 2·D·hidden per block), or None."""
+    hidden = max(config.mlp_hidden) if config.mlp_hidden else int(config.embed_dim * config.mlp_ratio)
+    params = config.depth * (4 * config.embed_dim**2 + 2 * config.embed_dim * hidden)
+    if params > MAX_MODEL_PARAMS:
+        return f"its backbone has about {params:,} parameters, more than the {MAX_MODEL_PARAMS:,} allowed"
+    return None

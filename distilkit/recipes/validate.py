@@ -15,6 +15,9 @@ from distilkit.errors import DistilkitError
 
 Path = tuple[Any, ...]
 
+#: Largest integer magnitude a recipe value may have (int64); fields have tighter bounds of their own.
+MAX_INT = 2**63 - 1
+
 
 class Context:
     """Where values come from: the file name and the key-path → line map."""
@@ -107,10 +110,14 @@ def coerce(tp: Any, value: Any, ctx: Context, path: Path) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ctx.fail(path, f"expected a number, got {_describe(value)}")
+        if isinstance(value, int) and abs(value) > MAX_INT:
+            raise ctx.fail(path, f"{_describe(value)} is too large")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ctx.fail(path, f"expected an integer, got {_describe(value)}")
+        if abs(value) > MAX_INT:
+            raise ctx.fail(path, f"{_describe(value)} is too large")
         return value
     if tp is bool:
         if not isinstance(value, bool):

@@ -77,6 +77,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
             os.close(fd)
         os.replace(tmp, target)
         fsync_dir(target.parent)
+    except OSError as err:  # disk full, file too large, I/O error while writing or syncing: name the file
+        if err.filename is None:
+            err.filename = str(target)
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

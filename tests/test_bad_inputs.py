@@ -331,6 +331,18 @@ def test_os_errors_on_write_are_one_line_naming_the_path(tmp_path, capsys, monke
         assert line == f"error: {out / 'constant' / 'synthetic-test-0000.txt'}: {os.strerror(code)}"
 
 
+def test_disk_full_while_writing_names_the_file(tmp_path, capsys, monkeypatch):
+    """write() and fsync() fail with ENOSPC without a file name: the atomic writer adds the target's."""
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    out = tmp_path / "out"
+    line = _one_line_exit_2(["eval", "constant", "--data", "synthetic:1", "--out", str(out), "--no-progress"], capsys)
+    assert line == f"error: {out / 'constant' / 'synthetic-test-0000.txt'}: {os.strerror(errno.ENOSPC)}"
+    assert not [p for p in out.rglob("*") if p.is_file()]  # no temp file left behind
+
+
 def test_os_errors_without_a_path_and_with_two(capsys, monkeypatch):
     import distilkit.commands.eval as ev_cmd
 

@@ -36,6 +36,8 @@ def _weights(out: str, stage: str) -> dict:
 
 
 def _same_weights(a: str, b: str) -> None:
+    """Bitwise: both runs pin what decides the rounding (the tiny budget's `threads: 1` and `deterministic: true`;
+    the subprocesses inherit this process's environment, hence its CPU capability), so equal means resumed exactly."""
     for stage in STAGES:
         wa, wb = _weights(a, stage), _weights(b, stage)
         assert wa.keys() == wb.keys(), stage
@@ -292,6 +294,7 @@ def test_two_gloo_processes_agree(tmp_path):
     for stage in STAGES:
         row = json.load(open(os.path.join(out, stage, "metrics.json")))
         digests = row["rank_digests"]
+        # exact: DDP all-reduces the gradients, so both ranks apply the same bits through the same kernels
         assert len(digests) == 2 and digests[0] == digests[1], stage
     assert [s["depth"] for s in report["stages"]] == [12, 12, 8, 4, 4, 4]
 

@@ -146,7 +146,7 @@ def test_malformed_yaml_has_line(tmp_path):
 
 @pytest.mark.slow
 def test_paper_routes_end_at_the_official_model_sizes():
-    """Applying the shipped routes to full-size models lands exactly on REFERENCE's parameter counts."""
+    """Applying the shipped routes to full-size models lands exactly on the official models' parameter counts."""
     from distilkit.recipes import plan
 
     s = plan(load_recipe("mixformerv2-s"), "paper", macs=False)

@@ -1,4 +1,4 @@
-"""Readers for the official tracking benchmarks in their released layouts (REFERENCE §4).
+"""Readers for the official tracking benchmarks in their released layouts (listed in the README).
 
 Sequence lists are found at construction (a missing root fails at once); annotations are parsed
 when a sequence is first accessed. Malformed files raise DistilkitError naming file and line.

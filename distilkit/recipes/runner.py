@@ -512,8 +512,9 @@ class RecipeRun:
         settings = TrainSettings(
             epochs=entry.epochs, batch_size=b.batch_size, lr=entry.lr or o.lr,
             backbone_lr_scale=o.backbone_lr_scale if entry.backbone_lr_scale is None else entry.backbone_lr_scale,
-            weight_decay=o.weight_decay, grad_clip=o.grad_clip, warmup_steps=o.warmup_steps, lr_drop_at=o.lr_drop_at,
-            lr_drop_factor=o.lr_drop_factor, workers=b.workers, checkpoint_every=b.checkpoint_every,
+            weight_decay=o.weight_decay, grad_clip=o.grad_clip, warmup_steps=o.warmup_steps,
+            lr_drop_at=o.lr_drop_at if entry.lr_drop_at is None else entry.lr_drop_at, lr_drop_factor=o.lr_drop_factor,
+            workers=b.workers, checkpoint_every=b.checkpoint_every,
             seed=self.opts.seed * 1000 + index,
         )
         loss = StageLoss(effective_losses(stage, entry), [tuple(p) for p in stage.feature_pairs], stage.attention_layers)

@@ -214,12 +214,13 @@ class StageBudget:
     m: Optional[float] = None
     samples_per_epoch: Optional[int] = None
     lr: Optional[float] = None
+    lr_drop_at: Optional[float] = None  # fraction of the stage; default: the budget optimizer's
     backbone_lr_scale: Optional[float] = None
     losses: dict[str, float] = field(default_factory=dict)
 
     def check(self) -> Optional[tuple[str, str]]:
         problem = bounds_problem(self, {"epochs": EPOCHS, "m": Bound(0.0, MAX_EPOCHS), "samples_per_epoch": SAMPLES,
-                                        "lr": LR, "backbone_lr_scale": SCALE})
+                                        "lr": LR, "lr_drop_at": FRACTION, "backbone_lr_scale": SCALE})
         if problem:
             return problem
         problem = loss_weights_problem(self.losses)  # names are checked per stage kind in _check_route

@@ -38,8 +38,10 @@ def _maps(source: int, bins: int, anchor: str) -> tuple[torch.Tensor, torch.Tens
 def resample_distribution(probs: torch.Tensor, bins: int, *, anchor: str = "centre") -> torch.Tensor:
     """(…, K) distributions → (…, bins): integrate the piecewise-constant density on [0, 1] over the new bins.
 
-    Mass is conserved, the expectation of bin positions is preserved, no new bin is empty where the source
-    density is positive, and equal sizes return `probs` itself. anchor="centre": bin i of K covers
+    Mass is conserved, no new bin is empty where the source density is positive, a uniform stays uniform,
+    equal sizes return `probs` itself, and the expectation of bin positions is kept: exactly when growing
+    (up to mass beyond the outermost new positions, which stays in the edge bins), within half a new bin
+    when shrinking. anchor="centre": bin i of K covers
     [i/K, (i+1)/K] and stands for its centre (i + ½)/K. anchor="start": bin i stands for i/K, the soft-argmax
     coordinate of distilkit's (and the official) T4 and corner heads, so a resampled teacher decodes to the
     same box; its cell is centred on i/K. Differentiable (piecewise linear in probs)."""

@@ -42,3 +42,32 @@ def test_a_stage_s_lr_drop_reaches_its_trainer(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as exc:
         main(["prune", "--recipe", str(path), "--budget", "tiny", "--dry-run"])
     assert exc.value.code == 2
+
+
+def test_b_trains_at_5_and_tracks_at_4_5():
+    """Official B: DATA.SEARCH.FACTOR 5.0, TEST.SEARCH_FACTOR 4.5; the demo budgets track as they train."""
+    from distilkit.recipes.models import stage_config
+    from distilkit.trackers.mixformerv2 import MixFormerV2Tracker, build_model
+
+    assert MixFormerV2Tracker(build_model("mixformerv2-b"), prepack=False).search_factor == 4.5
+    assert MixFormerV2Tracker(build_model("mixformerv2-s"), prepack=False).search_factor == 4.5
+    b = load_recipe("mixformerv2-b")
+    paper = b.budget("paper")
+    assert (paper.search_factor, paper.tracking_search_factor) == (5.0, 4.5)
+    assert stage_config(b.stages[1], paper).search_factor == 4.5  # saved models track at it by default
+    for recipe in ("mixformerv2-s", "mixformerv2-b"):
+        demo = load_recipe(recipe).budget("demo")
+        assert demo.tracking_search_factor == demo.search_factor
+
+
+def test_official_update_intervals_per_model_family():
+    from distilkit.commands.eval import _tracker_factory
+    from distilkit.trackers.mixformerv2.tracker import official_update_interval
+
+    assert [official_update_interval("mixformerv2-b", d) for d in ("lasot", "got10k", "trackingnet")] == [200, 10, 25]
+    assert [official_update_interval("mixformerv2-s-tiny", d) for d in ("lasot", "got10k", "trackingnet")] == [200, 15, 25]
+    assert official_update_interval("custom", "got10k") == 15 and official_update_interval("mixformerv2-b", "synthetic") is None
+    assert _tracker_factory("mixformerv2-b-tiny", "got10k", None, "cpu")().update_interval == 10
+    assert _tracker_factory("mixformerv2-s-tiny", "got10k", None, "cpu")().update_interval == 15
+    assert _tracker_factory("mixformerv2-b-tiny", "synthetic", None, "cpu")().update_interval == 25
+    assert _tracker_factory("mixformerv2-b-tiny", "got10k", 7, "cpu")().update_interval == 7

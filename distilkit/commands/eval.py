@@ -11,8 +11,8 @@ from distilkit.errors import DistilkitError
 from distilkit.limits import MAX_THREADS
 from distilkit.names import check_plain_name
 
-# online-template update interval per benchmark (official MixFormerV2 tracking parameters)
-UPDATE_INTERVAL = {"lasot": 200, "got10k": 15, "trackingnet": 25, "synthetic": 25}
+# online-template update interval where the model family has no official one (official: tracker.UPDATE_INTERVALS)
+UPDATE_INTERVAL = {"synthetic": 25}
 
 
 class _FirstN:
@@ -92,9 +92,11 @@ def _tracker_factory(spec: str, dataset_name: str, update_interval: Optional[int
         make_baseline(spec)  # fail now (e.g. OpenCV missing), not inside the loop
         return lambda: make_baseline(spec)
     from distilkit.trackers.mixformerv2 import MixFormerV2Tracker
+    from distilkit.trackers.mixformerv2.tracker import official_update_interval
 
     model = prepared if prepared is not None else _prepare_model(spec, device, compile_)
-    interval = update_interval or UPDATE_INTERVAL.get(dataset_name, 200)
+    interval = (update_interval or official_update_interval(model.config.name, dataset_name)
+                or UPDATE_INTERVAL.get(dataset_name, 200))
     return lambda: MixFormerV2Tracker(model, update_interval=interval, device=device, prepack=False)
 
 
@@ -139,7 +141,7 @@ def eval_command(
     sequences: Optional[int] = typer.Option(None, "--sequences", min=1, help="Evaluate only the first N sequences of each dataset."),
     baseline: Optional[list[str]] = typer.Option(None, "--baseline", help="Also run a baseline side by side: constant, csrt, kcf (repeatable)."),
     name: Optional[str] = typer.Option(None, "--name", help="Tracker label in tables, plots and the results folder."),
-    update_interval: Optional[int] = typer.Option(None, "--update-interval", min=1, help="Online template update interval (default: per dataset)."),
+    update_interval: Optional[int] = typer.Option(None, "--update-interval", min=1, help="Online template update interval (default: the official one of the model family on that benchmark; 25 on synthetic data)."),
     exclude_invalid: Optional[bool] = typer.Option(None, "--exclude-invalid/--count-invalid", help="Drop or count-as-failure frames without valid gt (default: pytracking per dataset)."),
     device: str = typer.Option("cpu", "--device", help="torch device for model trackers."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, max=MAX_THREADS, help="torch intra-op threads."),

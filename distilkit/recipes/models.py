@@ -22,8 +22,9 @@ def model_name(stage: Stage, budget: Budget) -> str:
 
 
 def crop_overrides(budget: Budget) -> dict[str, Any]:
-    """Input sizes and search factor the budget trains and tracks with; every stage model uses them."""
-    return {"template_size": budget.template_size, "search_size": budget.search_size, "search_factor": budget.search_factor}
+    """Input sizes the budget trains with and the search factor its trackers use; every stage model carries them."""
+    return {"template_size": budget.template_size, "search_size": budget.search_size,
+            "search_factor": budget.tracking_search_factor}
 
 
 def stage_config(stage: Stage, budget: Budget) -> MixFormerV2Config:

@@ -174,7 +174,7 @@ def measure(model: Any, budget: Budget, eval_set: Any, out_dir: str, name: str, 
     timing = latency(model.cpu(), example_inputs(budget), threads=budget.eval.latency_threads)
     facts.update(latency_ms=float(timing.median_ms), fps=float(timing.fps), latency_threads=int(timing.threads))
     tracker = MixFormerV2Tracker(model.to(device), template_factor=budget.template_factor,
-                                 search_factor=budget.search_factor, device=device, **budget.eval.tracker)
+                                 search_factor=budget.tracking_search_factor, device=device, **budget.eval.tracker)
     t0 = time.perf_counter()
     results = evaluate(tracker, eval_set, out_dir=os.path.join(out_dir, EVAL_DIR), name=name, progress=log.enabled)
     model.cpu()
@@ -274,7 +274,7 @@ def _check_tracker(recipe: Recipe, budget_name: str, model: Any) -> None:
 
     budget = recipe.budget(budget_name)
     try:
-        MixFormerV2Tracker(model, template_factor=budget.template_factor, search_factor=budget.search_factor,
+        MixFormerV2Tracker(model, template_factor=budget.template_factor, search_factor=budget.tracking_search_factor,
                            **{**budget.eval.tracker, "prepack": False, "compile": False})
     except DistilkitError as err:
         raise recipe.fail(("budgets", budget_name, "eval", "tracker"), str(err)) from None

@@ -266,10 +266,11 @@ class EvalSpec:
     """Evaluation settings: tracker options and CPU latency measurement."""
 
     latency_threads: Optional[int] = None
+    search_factor: Optional[float] = None  # the factor the tracker crops with; default: the budget's (training) one
     tracker: dict[str, Any] = field(default_factory=dict)  # MixFormerV2Tracker options, checked in _check_models
 
     def check(self) -> Optional[tuple[str, str]]:
-        return bounds_problem(self, {"latency_threads": THREADS})
+        return bounds_problem(self, {"latency_threads": THREADS, "search_factor": Bound(0.0, MAX_CONTEXT, low_open=True)})
 
 
 @dataclass
@@ -310,6 +311,11 @@ class Budget:
 
     def stage(self, name: str) -> StageBudget:
         return self.stages[name]
+
+    @property
+    def tracking_search_factor(self) -> float:
+        """The search factor trackers crop with (`eval.search_factor`, else the training `search_factor`)."""
+        return self.search_factor if self.eval.search_factor is None else self.eval.search_factor
 
 
 @dataclass

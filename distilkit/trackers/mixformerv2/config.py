@@ -165,7 +165,8 @@ _FULL = {
         name="mixvit-b-corner", head="corner", legacy_timm_params=True, search_size=288, template_size=128
     ),
     "mixformerv2-12l": MixFormerV2Config(name="mixformerv2-12l", head="t4", bins=72),
-    "mixformerv2-b": MixFormerV2Config(name="mixformerv2-b", depth=8, head="t4", bins=96, score_head=True),
+    # B trains at search factor 5.0 but tracks at 4.5 (official TEST.SEARCH_FACTOR); config.search_factor is the tracking one
+    "mixformerv2-b": MixFormerV2Config(name="mixformerv2-b", depth=8, head="t4", bins=96, score_head=True, search_factor=4.5),
     "mixformerv2-s": MixFormerV2Config(
         name="mixformerv2-s", depth=4, mlp_ratio=1.0, template_size=112, search_size=224,
         head="t4", bins=96, score_head=True, search_factor=4.5,

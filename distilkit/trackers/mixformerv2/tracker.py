@@ -22,6 +22,20 @@ from distilkit.prepack import prepack_available, prepacked_view, shared_view
 from distilkit.trackers.mixformerv2.model import CachedTemplates, MixFormerV2
 
 
+#: Official online-template update intervals per benchmark (TEST.UPDATE_INTERVALS of the released score configs,
+#: experiments/mixformer2_vit_online/224_depth4_mlp1_score.yaml and 288_depth8_score.yaml).
+UPDATE_INTERVALS = {
+    "mixformerv2-s": {"lasot": 200, "got10k": 15, "trackingnet": 25},
+    "mixformerv2-b": {"lasot": 200, "got10k": 10, "trackingnet": 25},
+}
+
+
+def official_update_interval(model_name: str, dataset: str) -> int | None:
+    """The official update interval of a model family (its `-tiny` variant included; any other model gets
+    MixFormerV2-S's) on benchmark `dataset` (lasot, got10k, trackingnet), or None for other data."""
+    return UPDATE_INTERVALS.get(model_name.removesuffix("-tiny"), UPDATE_INTERVALS["mixformerv2-s"]).get(dataset)
+
+
 class MixFormerV2Tracker:
     """pytracking-style tracker: `initialize(image, box_xywh)`, then `track(image) -> (box_xywh, score)`."""
 

@@ -60,3 +60,63 @@ def test_bad_checkpoints_are_one_line_errors(mae_checkpoint, tmp_path):
         load_mae_backbone(build_model("mixvit-b-corner-tiny"), tmp_path / "missing.pth")
     with pytest.raises(DistilkitError, match="has no `backbone`"):
         load_mae_backbone(torch.nn.Linear(2, 2), path)
+
+
+def _tiny_mae(path) -> dict:
+    """An MAE checkpoint at the width of tests/data/recipe-tiny.yaml's models (dim 32, 2 heads, patch 8, 12 blocks)."""
+    torch.manual_seed(1)
+    encoder = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0, img_size=64, patch_size=8,
+                                embed_dim=32, num_heads=2).state_dict()
+    torch.save({"model": {**encoder, "mask_token": torch.zeros(1, 1, 32)}}, path)
+    return encoder
+
+
+def test_prune_init_backbone_starts_the_teacher_and_the_first_student(tmp_path, monkeypatch):
+    import os
+
+    import yaml
+
+    import distilkit.trackers.mixformerv2.mae as mae
+    from distilkit.cli import main
+
+    tiny = os.path.join(os.path.dirname(__file__), "data", "recipe-tiny.yaml")
+    data = yaml.safe_load(open(tiny, encoding="utf-8"))
+    data["stages"] = data["stages"][:2]
+    data["budgets"]["tiny"]["stages"] = {k: v for k, v in data["budgets"]["tiny"]["stages"].items() if k in ("teacher", "dense-to-sparse")}
+    recipe = tmp_path / "two.yaml"
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    encoder = _tiny_mae(tmp_path / "mae.pth")
+    loaded = []
+    real = mae.load_mae_backbone
+
+    def spy(model, path):
+        result = real(model, path)
+        loaded.append(torch.equal(model.backbone.blocks[3].mlp.fc1.weight, encoder["blocks.3.mlp.fc1.weight"]))
+        return result
+
+    import distilkit.trackers.mixformerv2 as family
+    monkeypatch.setattr(family, "load_mae_backbone", spy)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        main(["prune", "--recipe", str(recipe), "--budget", "tiny", "--init-backbone", str(tmp_path / "mae.pth"),
+              "--out", str(out)])
+    assert exc.value.code == 0
+    assert loaded == [True, True, True]  # checked at start, then the teacher and dense-to-sparse stages
+    log = (out / "prune.log").read_text()
+    assert "[teacher] backbone from --init-backbone" in log and "[dense-to-sparse] backbone from --init-backbone" in log
+    assert "unexpected cls_token, norm.weight, norm.bias" in log  # the -tiny presets carry no legacy timm parameters
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: None, "checkpoint not found"),
+    (lambda p: torch.save({"model": {"conv.weight": torch.zeros(1)}}, p), "not an MAE ViT checkpoint"),
+])
+def test_prune_init_backbone_bad_files_fail_before_training(tmp_path, capsys, make, message):
+    from distilkit.cli import main
+
+    make(tmp_path / "mae.pth")
+    with pytest.raises(SystemExit) as exc:
+        main(["prune", "--recipe", "mixformerv2-s", "--init-backbone", str(tmp_path / "mae.pth"), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()

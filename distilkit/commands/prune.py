@@ -39,6 +39,7 @@ def prune(
     data: str = typer.Option("synthetic", "--data", help="Training data: synthetic[:N], got10k:DIR, lasot:DIR, trackingnet:DIR; comma-separated to mix."),
     eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Evaluation data (same syntax, test splits); default: the held-out synthetic test split."),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher checkpoint (distilkit model dir or official .pth.tar); skips teacher training."),
+    init_backbone: Optional[str] = typer.Option(None, "--init-backbone", help="MAE ViT-B checkpoint (e.g. mae_pretrain_vit_base.pth) that the teacher (when trained here) and the first distilled student start from, as in the official route."),
     out: Optional[str] = typer.Option(None, "--out", help="Output directory (default runs/<recipe>)."),
     seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help=f"Random seed (models, sampling), 0 to {MAX_SEED}."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out; finished stages are skipped."),
@@ -54,7 +55,8 @@ def prune(
 
     if resume and force:
         raise DistilkitError("--resume and --force contradict each other: pick one")
-    opts = PruneOptions(recipe=recipe, budget=budget, data=data, eval_data=eval_data, teacher=teacher, out=out,
+    opts = PruneOptions(recipe=recipe, budget=budget, data=data, eval_data=eval_data, teacher=teacher,
+                        init_backbone=init_backbone, out=out,
                         seed=seed, resume=resume, force=force, dry_run=dry_run, device=device)
     run = RecipeRun(opts, Console(stderr=True))
     result = run.run()

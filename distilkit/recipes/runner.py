@@ -42,6 +42,7 @@ class PruneOptions:
     data: str = "synthetic"
     eval_data: Optional[str] = None
     teacher: Optional[str] = None
+    init_backbone: Optional[str] = None
     out: Optional[str] = None
     seed: int = 0
     resume: bool = False
@@ -141,7 +142,8 @@ def _identity(recipe: Recipe, budget: str, opts: PruneOptions) -> dict[str, Any]
     with open(recipe.source, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()[:16]
     return {"recipe": recipe.name, "recipe_sha256": digest, "budget": budget, "data": opts.data,
-            "eval_data": opts.eval_data or "synthetic-test", "teacher": opts.teacher, "seed": opts.seed}
+            "eval_data": opts.eval_data or "synthetic-test", "teacher": opts.teacher, "init_backbone": opts.init_backbone,
+            "seed": opts.seed}
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -305,7 +307,34 @@ class RecipeRun:
         self.eval_set = eval_parts[0] if len(eval_parts) == 1 else _Concat(eval_parts)
         self.teacher = load_teacher(opts.teacher, self.recipe.stages[0], budget) if opts.teacher else None
         self.plan_rows = plan(self.recipe, self.budget_name, self.teacher, macs=opts.dry_run)
+        self.mae_stages = self._mae_stages() if opts.init_backbone else []
+        if self.mae_stages:  # the file's layout and widths are checked before anything trains
+            from distilkit.recipes.models import build_stage_model
+            from distilkit.trackers.mixformerv2 import load_mae_backbone
+
+            load_mae_backbone(build_stage_model(self.recipe.stages[self.mae_stages[0]], budget), opts.init_backbone)
         self.dist = dist
+
+    def _mae_stages(self) -> list[int]:
+        """Stages whose backbone starts from --init-backbone, as in the official route: the teacher when it is
+        trained here, and the first distilled student (instead of a copy of its teacher's backbone)."""
+        stages = self.recipe.stages
+        first = [i for i, s in enumerate(stages) if s.kind == "teacher" and self.teacher is None][:1]
+        first += [i for i, s in enumerate(stages) if s.kind == "distill"][:1]
+        if not first:
+            raise DistilkitError("--init-backbone: this recipe trains no teacher (--teacher given) and has no distill stage "
+                                 "to start from it")
+        return first
+
+    def _start_from_mae(self, name: str, setup: Any, log: RunLog) -> None:
+        """Load --init-backbone into the stage's student; its backbone then trains at the backbone learning rate."""
+        from distilkit.trackers.mixformerv2 import load_mae_backbone
+
+        missing, unexpected = load_mae_backbone(setup.student, self.opts.init_backbone)
+        loaded = {f"backbone.{k}" for k in setup.student.backbone.state_dict() if k not in missing}
+        setup.inherited = loaded if setup.inherited is None else setup.inherited | loaded
+        log.info(f"[{name}] backbone from --init-backbone {self.opts.init_backbone}: {len(loaded)} tensors; "
+                 f"missing {', '.join(missing) or 'none'}; unexpected {', '.join(unexpected) or 'none'}")
 
     def run(self) -> dict[str, Any]:
         dist = setup(self.opts.device)
@@ -348,6 +377,7 @@ class RecipeRun:
         facts = {"distilkit code": code_version(), "--recipe": digest([ident["recipe"], ident["recipe_sha256"]]),
                  "--budget": digest(ident["budget"]), "--data": digest([o.data, sequences(self.train_sets)]),
                  "--eval-data": digest([o.eval_data, sequences(eval_parts)]), "--teacher": digest(o.teacher),
+                 "--init-backbone": digest(o.init_backbone),
                  "--seed": digest(o.seed), "--out": digest(self.out),
                  "--resume/--force/--dry-run": digest([o.resume, o.force, o.dry_run])}
         if self.teacher is not None:
@@ -478,6 +508,8 @@ class RecipeRun:
             setup = setup_stage(stage, budget, previous, device=dist.device)
             for note in setup.notes:
                 log.info(f"[{stage.name}] {note}")
+            if index in self.mae_stages:
+                self._start_from_mae(stage.name, setup, log)
             trainer = self._trainer(index, stage, setup, stage_dir, log)
             trainer.maybe_resume()
             trainer.fit()

@@ -166,3 +166,32 @@ def test_crop_side_refuses_factors_that_would_give_a_one_pixel_window(factor):
 
     with pytest.raises(DistilkitError, match="context factor must be a finite number > 0"):
         crop_side(np.array([10.0, 10.0, 20.0, 20.0]), factor)
+
+
+def _flat_dataset(grey: int, count: int) -> list[Sequence]:
+    frames = [np.full((40, 40, 3), grey, np.uint8)] * 3
+    return [Sequence(f"g{grey}-{i}", frames, np.tile([12.0, 12.0, 16.0, 16.0], (3, 1)), np.ones(3, bool))
+            for i in range(count)]
+
+
+@pytest.mark.parametrize("weights, share_low, share_high", [("sequences", 0.05, 0.16), ("equal", 0.43, 0.57)])
+def test_dataset_weights_draw_by_sequence_count_or_equally(weights, share_low, share_high):
+    """Two datasets of 9 and 1 sequences: by sequence count the small one gets 1/10 of the draws, equally 1/2."""
+    big, small = _flat_dataset(50, 9), _flat_dataset(200, 1)
+    kw = dict(template_size=8, search_size=16, samples_per_epoch=400, seed=7, center_jitter=0.5)
+    if weights != "sequences":
+        kw["dataset_weights"] = weights  # the default is today's behaviour, by sequence count
+    sampler = PairSampler([big, small], **kw)
+    draws = [int(denormalize_image(sampler[i]["template"]).max()) for i in range(len(sampler))]
+    share = np.mean([d > 100 for d in draws])
+    assert share_low < share < share_high
+    again = PairSampler([big, small], **kw)
+    assert all(torch.equal(sampler[i]["search"], again[i]["search"]) for i in (0, 17, 399))  # per (seed, epoch, index)
+
+
+def test_equal_weights_skip_empty_datasets_and_unknown_weights_fail():
+    sampler = PairSampler([_flat_dataset(50, 2), []], 8, 16, samples_per_epoch=20, dataset_weights="equal")
+    assert sampler.p_datasets.tolist() == [1.0, 0.0]
+    assert all(sampler[i]["label"] == 1.0 for i in range(len(sampler)))
+    with pytest.raises(DistilkitError, match="dataset_weights must be one of sequences, equal, got 'uniform'"):
+        PairSampler([_flat_dataset(50, 2)], 8, 16, dataset_weights="uniform")

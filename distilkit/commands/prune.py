@@ -36,8 +36,8 @@ def _loss_lines(rows: list[dict]) -> list[str]:
 def prune(
     recipe: str = typer.Option("mixformerv2-s", "--recipe", help="Shipped recipe name (see `distilkit recipes`) or path to a YAML recipe."),
     budget: Optional[str] = typer.Option(None, "--budget", help="Budget from the recipe: demo (default with synthetic data) or paper (default with real data)."),
-    data: str = typer.Option("synthetic", "--data", help="Training data: synthetic[:N], got10k:DIR, lasot:DIR, trackingnet:DIR; comma-separated to mix."),
-    eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Evaluation data (same syntax, test splits); default: the held-out synthetic test split."),
+    data: str = typer.Option("synthetic", "--data", help="Training data: synthetic[:N], got10k:DIR, lasot:DIR, trackingnet:DIR, coco:DIR; comma-separated to mix."),
+    eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Evaluation data (same syntax, test splits; not coco, training data only); default: the held-out synthetic test split."),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher checkpoint (distilkit model dir or official .pth.tar); skips teacher training."),
     init_backbone: Optional[str] = typer.Option(None, "--init-backbone", help="MAE ViT-B checkpoint (e.g. mae_pretrain_vit_base.pth) that the teacher (when trained here) and the first distilled student start from, as in the official route."),
     out: Optional[str] = typer.Option(None, "--out", help="Output directory (default runs/<recipe>)."),

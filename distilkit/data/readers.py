@@ -1,14 +1,19 @@
-"""Readers for the official tracking benchmarks in their released layouts (listed in the README).
+"""Readers for the official tracking benchmarks in their released layouts (listed in the README), and COCO
+as single-image training sequences.
 
 Sequence lists are found at construction (a missing root fails at once); annotations are parsed
-when a sequence is first accessed. Malformed files raise DistilkitError naming file and line.
+when a sequence is first accessed (COCO: its JSON, at the first access of any sequence). Malformed
+files raise DistilkitError naming file and line (or JSON key).
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -268,6 +273,159 @@ class TrackingNet(_Reader):
         _check_rows(gt, len(boxes), len(frames), allow_first_only=chunk.name == "TEST")
         return Sequence(name, frames, _pad_boxes(boxes, len(frames)), np.ones(len(frames), dtype=bool),
                         dataset=self.name)
+
+
+@dataclass
+class _CocoIndex:
+    """The kept annotations of a COCO JSON as compact arrays (a million dicts would be copied into every worker)."""
+
+    files: list[str]  # image file name, per image
+    image_ids: np.ndarray  # (images,) COCO image id
+    image: np.ndarray  # (N,) row in `files` of each kept annotation
+    ann_ids: np.ndarray  # (N,) COCO annotation id: the sequence name
+    boxes: np.ndarray  # (N, 4) x,y,w,h
+
+
+class COCO(_Reader):
+    """COCO (2017 layout) as training data: `<root>/annotations/instances_<split>.json`, `<root>/<split>/<file_name>`.
+
+    One single-image sequence per object annotation with `iscrowd` = 0 and a box of positive width and
+    height, named by its annotation id: the official MixFormerV2 (pytracking) training takes template and
+    search crops from that one image. COCO has no tracking protocol, so it is never evaluation data.
+    The JSON must exist at construction; it is parsed and checked at the first access.
+    """
+
+    name = "coco"
+
+    @_os_errors
+    def __init__(self, root: str | os.PathLike, split: str = "train2017"):
+        check_plain_name(split, "COCO split")
+        self.root = _existing_dir(root, "COCO")
+        self.split = split
+        self.annotation_file = self.root / "annotations" / f"instances_{split}.json"
+        if not self.annotation_file.is_file():
+            raise DistilkitError(f"COCO annotation file not found: {self.annotation_file} (a COCO root holds "
+                                 f"annotations/instances_{split}.json and the {split}/ images)")
+        self.image_dir = _existing_dir(self.root / split, "COCO image")
+        self._parsed: _CocoIndex | None = None
+        self._names: list[str] | None = None
+
+    @_os_errors
+    def _index(self) -> _CocoIndex:
+        if self._parsed is None:
+            self._parsed = _parse_coco(self.annotation_file)
+        return self._parsed
+
+    @property
+    def names(self) -> list[str]:  # type: ignore[override]
+        """Sequence names (annotation ids), listed at the first use."""
+        if self._names is None:
+            self._names = [str(a) for a in self._index().ann_ids.tolist()]
+        return self._names
+
+    def __len__(self) -> int:
+        return len(self._index().ann_ids)
+
+    def __getitem__(self, i: int) -> Sequence:
+        index, n = self._index(), len(self)
+        if not -n <= i < n:
+            raise IndexError(f"sequence index {i} out of range for {n} sequences")
+        i = int(i) % n
+        row = int(index.image[i])
+        return Sequence(str(int(index.ann_ids[i])), [str(self.image_dir / index.files[row])], index.boxes[i:i + 1],
+                        np.ones(1, dtype=bool), dataset=self.name, attributes={"image_id": int(index.image_ids[row])})
+
+
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "an integer", float: "a number",
+               bool: "a boolean", type(None): "null"}
+_MAX_ID = 2**63 - 1
+_TOP = "top level"
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _coco_value(entry: Any, key: str, kind: type, path: Path, where: str) -> Any:
+    """`entry[key]`, checked to be a `kind` (a boolean is not an integer here), else an error naming file and key."""
+    if not isinstance(entry, dict):
+        raise DistilkitError(f"{path}: {where}: expected an object, got {_json_type(entry)}")
+    if key not in entry:
+        raise DistilkitError(f"{path}: {where}: missing key {key!r}")
+    value = entry[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        name = key if where == _TOP else f"{where}.{key}"
+        raise DistilkitError(f"{path}: {name}: expected {_JSON_TYPES[kind]}, got {_json_type(value)}")
+    return value
+
+
+def _coco_id(entry: Any, key: str, path: Path, where: str) -> int:
+    value = _coco_value(entry, key, int, path, where)
+    if not 0 <= value <= _MAX_ID:
+        raise DistilkitError(f"{path}: {where}.{key}: expected an id from 0 to 2^63-1, got {value}")
+    return value
+
+
+def _coco_box(entry: Any, path: Path, where: str) -> list[float]:
+    """`bbox`: 4 finite numbers x,y,w,h."""
+    box = _coco_value(entry, "bbox", list, path, where)
+    try:
+        values = [float(v) for v in box if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    except OverflowError:
+        values = []
+    if len(box) != 4 or len(values) != 4 or not all(math.isfinite(v) for v in values):
+        shown = json.dumps(box)
+        raise DistilkitError(f"{path}: {where}.bbox: expected 4 finite numbers x,y,w,h, got "
+                             f"{shown if len(shown) <= 60 else shown[:57] + '...'}")
+    return values
+
+
+def _parse_coco(path: Path) -> _CocoIndex:
+    """Read and check a COCO instances JSON; keep the annotations with `iscrowd` 0 and a box of positive size."""
+    try:
+        with open(path, "rb") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as err:
+        raise DistilkitError(f"{path}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}") from None
+    except UnicodeDecodeError as err:
+        raise DistilkitError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except RecursionError:
+        raise DistilkitError(f"{path}: JSON nested too deeply for a COCO annotation file") from None
+    images = _coco_value(data, "images", list, path, _TOP)
+    annotations = _coco_value(data, "annotations", list, path, _TOP)
+    row_of: dict[int, int] = {}
+    files = []
+    for i, image in enumerate(images):
+        where = f"images[{i}]"
+        image_id = _coco_id(image, "id", path, where)
+        if image_id in row_of:
+            raise DistilkitError(f"{path}: {where}.id: image id {image_id} appears twice")
+        file_name = _coco_value(image, "file_name", str, path, where)
+        files.append(check_plain_name(file_name, f"{path}: {where}.file_name"))
+        row_of[image_id] = i
+    seen: set[int] = set()
+    rows, ann_ids, boxes = [], [], []
+    for i, ann in enumerate(annotations):
+        where = f"annotations[{i}]"
+        ann_id = _coco_id(ann, "id", path, where)
+        if ann_id in seen:
+            raise DistilkitError(f"{path}: {where}.id: annotation id {ann_id} appears twice")
+        seen.add(ann_id)
+        image_id = _coco_id(ann, "image_id", path, where)
+        if image_id not in row_of:
+            raise DistilkitError(f"{path}: {where}.image_id: {image_id} is not the id of any image in 'images'")
+        crowd = _coco_value(ann, "iscrowd", int, path, where)
+        if crowd not in (0, 1):
+            raise DistilkitError(f"{path}: {where}.iscrowd: expected 0 or 1, got {crowd}")
+        box = _coco_box(ann, path, where)
+        if crowd == 0 and box[2] > 0 and box[3] > 0:
+            rows.append(row_of[image_id])
+            ann_ids.append(ann_id)
+            boxes.append(box)
+    if not rows:
+        raise DistilkitError(f"{path}: no annotation with iscrowd 0 and a box of positive width and height")
+    return _CocoIndex(files, np.array(list(row_of), dtype=np.int64), np.array(rows, dtype=np.int64),
+                      np.array(ann_ids, dtype=np.int64), np.array(boxes, dtype=np.float64))
 
 
 def _natural_key(text: str) -> list:

@@ -3,7 +3,8 @@
 Deterministic per (seed, epoch, index) with its own generator (no global RNG), so any number of
 DataLoader workers yields the same samples. Positives: search frame with the target visible,
 template and online template visible frames within `max_gap` of it (online template between the
-two, as it would be at tracking time). Negatives (score-head training, as the official sampler does): with
+two, as it would be at tracking time); a single-image sequence (COCO) gives all three crops from its
+one image, as the official sampler does. Negatives (score-head training, as the official sampler does): with
 probability `negative_prob` either a frame of the same video where the target is invisible,
 cropped around a central box, or a search crop from another sequence; label 0, zero box.
 """
@@ -23,6 +24,8 @@ from distilkit.errors import DistilkitError
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 _MAX_TRIES = 100
+#: How datasets are drawn: by their sequence counts, or each with equal probability (official MixFormerV2: 1:1:1:1).
+DATASET_WEIGHTS = ("sequences", "equal")
 
 
 def normalize_image(image: np.ndarray) -> torch.Tensor:
@@ -68,8 +71,10 @@ def check_negatives_possible(datasets: list) -> None:
 
 
 class PairSampler(torch.utils.data.Dataset):
-    """`samples_per_epoch` training samples drawn from `datasets` (weighted by their sequence counts);
-    a dataset is anything indexable that yields `Sequence`s (a list of sequences works too).
+    """`samples_per_epoch` training samples drawn from `datasets`; a dataset is anything indexable that yields
+    `Sequence`s (a list of sequences works too). `dataset_weights="sequences"` draws a dataset with probability
+    proportional to its sequence count, `"equal"` draws every non-empty dataset equally often (the official
+    1 : 1 : 1 : 1 of GOT-10k, LaSOT, COCO and TrackingNet); the sequence is then uniform within it.
 
     Each item is a dict of float tensors: `template`, `online_template` (3×t×t), `search` (3×s×s),
     `search_box` (4,) normalised x1,y1,x2,y2 in the search crop clamped to [0, 1], `label` (1 / 0)
@@ -91,6 +96,7 @@ class PairSampler(torch.utils.data.Dataset):
         seed: int = 0,
         template_center_jitter: float = 0.0,
         template_scale_jitter: float = 0.0,
+        dataset_weights: str = "sequences",
     ):
         self.datasets = list(datasets) if isinstance(datasets, (list, tuple)) else [datasets]
         if self.datasets and all(isinstance(d, Sequence) for d in self.datasets):
@@ -98,6 +104,8 @@ class PairSampler(torch.utils.data.Dataset):
         sizes = np.array([len(d) for d in self.datasets], dtype=np.float64)
         if not self.datasets or sizes.sum() == 0:
             raise DistilkitError("PairSampler needs at least one non-empty dataset")
+        if dataset_weights not in DATASET_WEIGHTS:
+            raise DistilkitError(f"dataset_weights must be one of {', '.join(DATASET_WEIGHTS)}, got {dataset_weights!r}")
         if not 0.0 <= as_number(negative_prob, "negative_prob") <= 1.0:
             raise DistilkitError(f"negative_prob must be in [0, 1], got {negative_prob}")
         self.template_size = as_int(template_size, "template_size", minimum=1)
@@ -113,7 +121,9 @@ class PairSampler(torch.utils.data.Dataset):
         self.negative_prob, self.seed, self.epoch = float(negative_prob), as_int(seed, "seed", minimum=0), 0
         if negative_prob > 0:
             check_negatives_possible(self.datasets)
-        self.p_datasets = sizes / sizes.sum()
+        self.dataset_weights = dataset_weights
+        weights = sizes if dataset_weights == "sequences" else (sizes > 0).astype(np.float64)
+        self.p_datasets = weights / weights.sum()
 
     def set_epoch(self, epoch: int) -> None:
         """Samples depend on (seed, epoch, index). DataLoader workers hold a copy of the sampler: with

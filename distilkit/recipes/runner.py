@@ -81,7 +81,7 @@ def datasets_for(spec: str, budget: Budget, split: str) -> list[Any]:
     """Datasets of a `--data` spec; `synthetic` uses the budget's sizes. Paths and ground truth are checked
     here, before training."""
     from distilkit.data import load_datasets
-    from distilkit.data.spec import SPEC_KINDS, synthetic_count
+    from distilkit.data.spec import SPEC_KINDS, check_kind_for_split, synthetic_count
 
     flag = "--data" if split == "train" else "--eval-data"
     out = []
@@ -92,6 +92,7 @@ def datasets_for(spec: str, budget: Budget, split: str) -> list[Any]:
         if kind == "synthetic":
             out.append(_synthetic(budget, split, synthetic_count(arg) if arg else None))
             continue
+        check_kind_for_split(kind, split)  # `--eval-data coco:DIR` is refused whether or not DIR exists
         if kind in SPEC_KINDS and arg and not os.path.isdir(arg):  # an unknown kind is load_datasets' to name
             raise DistilkitError(f"dataset directory not found: {arg} (from {flag} {part})")
         for dataset in load_datasets(part, split=split):
@@ -104,11 +105,13 @@ def datasets_for(spec: str, budget: Budget, split: str) -> list[Any]:
 
 def check_ground_truth(dataset: Any, where: str) -> None:
     """Refuse a dataset with no box beyond frame 0 (an unlabelled test split such as TrackingNet TEST):
-    training would sample NaN boxes and evaluation could score nothing. Stops at the first annotated sequence."""
+    training would sample NaN boxes and evaluation could score nothing. The one box of a single-image
+    sequence (COCO) is ground truth. Stops at the first annotated sequence."""
     from distilkit.data.sequence import sized_boxes
 
     for i in range(len(dataset)):
-        if sized_boxes(dataset[i].boxes[1:]).any():
+        boxes = dataset[i].boxes
+        if sized_boxes(boxes[1:] if len(boxes) > 1 else boxes).any():
             return
     raise DistilkitError(f"{where}: no sequence has ground truth beyond frame 0 (an unlabelled test split?); "
                          "give annotated sequences (e.g. TrackingNet TRAIN_k chunks, GOT-10k train/val)")
@@ -388,7 +391,8 @@ class RecipeRun:
         b, o = self.budget, self.opts
         log.info(f"distilkit {distilkit.__version__} prune: recipe {self.recipe.name} ({self.recipe.source})")
         log.info(f"  budget  {self.budget_name}: {' '.join(b.description.split())}")
-        log.info(f"  data    train {o.data} ({sum(len(d) for d in self.train_sets)} sequences); "
+        drawn = "each dataset equally often" if b.dataset_weights == "equal" else "datasets by sequence count"
+        log.info(f"  data    train {o.data} ({sum(len(d) for d in self.train_sets)} sequences; {drawn}); "
                  f"eval {o.eval_data or 'synthetic held-out test split'} ({len(self.eval_set)} sequences)")
         log.info(f"  crops   template {b.template_size}px (×{b.template_factor:g}), search {b.search_size}px (×{b.search_factor:g}); "
                  f"batch {b.batch_size}/process × {self.dist.world_size} process(es) on {self.dist.device}")
@@ -536,7 +540,7 @@ class RecipeRun:
         dataset = PairSampler(
             self.train_sets, template_size=b.template_size, search_size=b.search_size,
             template_factor=b.template_factor, search_factor=b.search_factor, center_jitter=b.center_jitter,
-            scale_jitter=b.scale_jitter, max_gap=b.max_gap,
+            scale_jitter=b.scale_jitter, max_gap=b.max_gap, dataset_weights=b.dataset_weights,
             samples_per_epoch=entry.samples_per_epoch or b.samples_per_epoch,
             negative_prob=b.negative_prob if stage.kind == "score" else 0.0, seed=self.opts.seed * 1000 + index,
         )

@@ -289,6 +289,7 @@ class Budget:
     scale_jitter: float = 0.5
     max_gap: int = 200
     negative_prob: float = 0.5
+    dataset_weights: Literal["equal", "sequences"] = "sequences"  # datasets drawn 1:1 (official) or by sequence count
     batch_size: int = 32
     samples_per_epoch: int = 60000
     workers: int = 4

@@ -19,6 +19,7 @@ import torch
 import distilkit
 import distilkit.io as dio
 from distilkit.errors import DistilkitError
+from distilkit.recipes.amp import check_amp
 from distilkit.recipes.distributed import Dist, code_version, setup, teardown
 from distilkit.recipes.losses import StageLoss, head_problem
 from distilkit.recipes.models import describe, example_inputs, load_teacher, model_name
@@ -301,6 +302,11 @@ class RecipeRun:
         """Everything that can fail without training: data paths and ground truth, the teacher checkpoint,
         the whole route (planned on untrained models; with MACs only for --dry-run, which prints them)."""
         opts, budget = self.opts, self.budget
+        if not opts.dry_run:  # a plan needs no GPU
+            try:
+                check_amp(budget.amp, dist.device)
+            except DistilkitError as err:
+                raise self.recipe.fail(("budgets", self.budget_name, "amp"), str(err)) from None
         self.train_sets = datasets_for(opts.data, budget, "train")
         if budget.negative_prob > 0 and any(s.kind == "score" for s in self.recipe.stages):
             from distilkit.data.sampler import check_negatives_possible
@@ -551,7 +557,7 @@ class RecipeRun:
             weight_decay=o.weight_decay, grad_clip=o.grad_clip, warmup_steps=o.warmup_steps,
             lr_drop_at=o.lr_drop_at if entry.lr_drop_at is None else entry.lr_drop_at, lr_drop_factor=o.lr_drop_factor,
             workers=b.workers, checkpoint_every=b.checkpoint_every,
-            seed=self.opts.seed * 1000 + index,
+            seed=self.opts.seed * 1000 + index, amp=b.amp,
         )
         loss = StageLoss(effective_losses(stage, entry), [tuple(p) for p in stage.feature_pairs], stage.attention_layers)
         return Trainer(stage.name, setup.student, setup.teacher, loss, dataset, settings, stage_dir, self.dist, log,

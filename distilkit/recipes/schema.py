@@ -296,6 +296,7 @@ class Budget:
     threads: Optional[int] = None
     checkpoint_every: int = 0
     deterministic: bool = False
+    amp: Literal["none", "bf16", "fp16"] = "none"  # CUDA autocast in training stages (fp16 with loss scaling)
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)

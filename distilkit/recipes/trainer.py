@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from distilkit.errors import DistilkitError, NonFiniteLossError
+from distilkit.recipes.amp import MixedPrecision
 from distilkit.recipes.distributed import Dist
 from distilkit.recipes.losses import StageLoss
 from distilkit.recipes.outdir import CHECKPOINT
@@ -44,6 +45,7 @@ class TrainSettings:
     workers: int
     checkpoint_every: int
     seed: int
+    amp: str = "none"
 
 
 class _ResumeSampler(Sampler[int]):
@@ -105,6 +107,7 @@ class Trainer:
         inherited: Optional[set[str]] = None,
     ):
         self.name = name
+        self.precision = MixedPrecision(settings.amp, dist.device)
         self.student = student.to(dist.device)
         self.teacher = teacher.to(dist.device).eval() if teacher is not None else None  # run under no_grad
         self.loss = loss
@@ -157,6 +160,7 @@ class Trainer:
             "model": self.student.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "pruner": self.pruner.state_dict() if self.pruner is not None else None,
+            "grad_scaler": self.precision.state_dict(),
             "rng": rngs,
         }))
 
@@ -192,6 +196,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.pruner is not None and state["pruner"] is not None:
             self.pruner.load_state_dict(state["pruner"])
+        self.precision.load_state_dict(state.get("grad_scaler"))  # absent from checkpoints of fp32 stages before amp
         self.epoch, self.step_in_epoch, self.elapsed = state["epoch"], state["step_in_epoch"], state["elapsed"]
         rngs = state["rng"]
         if len(rngs) == self.dist.world_size:
@@ -260,15 +265,12 @@ class Trainer:
                     if self.pruner is not None:
                         gamma = self.pruner.set_progress(self.epoch + self.step_in_epoch / self.steps_per_epoch)
                     lr = self._set_lr()
-                    total, parts = self._forward(batch)
+                    with self.precision.autocast():
+                        total, parts = self._forward(batch)
                     self._check_finite(parts)
                     self.optimizer.zero_grad(set_to_none=True)
-                    total.backward()
-                    if self.s.grad_clip > 0:
-                        nn.utils.clip_grad_norm_(
-                            [p for g in self.optimizer.param_groups for p in g["params"]], self.s.grad_clip
-                        )
-                    self.optimizer.step()
+                    params = [p for g in self.optimizer.param_groups for p in g["params"]]
+                    self.precision.step(total, self.optimizer, params, self.s.grad_clip)
                     self.step_in_epoch += 1
                     now = time.perf_counter()
                     self.elapsed += now - t0

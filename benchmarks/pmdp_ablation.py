@@ -53,13 +53,16 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "prune_timm_vit.py"
 
 
 def variants(epochs: float) -> list[dict[str, Any]]:
-    """The rows: name, how the 4 kept blocks are chosen, and the elimination length m (epochs)."""
+    """The rows: name, how the 4 kept blocks are chosen, the elimination length m (epochs) and whether the
+    fading layers are frozen (the official code's PMDP) or keep training."""
     return [
-        {"name": "Tea-fir4", "layers": "first", "m": 0.0},
-        {"name": "Tea-skip4 (PMDP m = 0)", "layers": "skip", "m": 0.0},
-        {"name": "influence-4 (m = 0)", "layers": "influence", "m": 0.0},
-        {"name": f"PMDP m = {M_SHORT * epochs:g} ep", "layers": "skip", "m": M_SHORT * epochs},
-        {"name": f"PMDP m = {M_LONG * epochs:g} ep", "layers": "skip", "m": M_LONG * epochs},
+        {"name": "Tea-fir4", "layers": "first", "m": 0.0, "freeze": True},
+        {"name": "Tea-skip4 (PMDP m = 0)", "layers": "skip", "m": 0.0, "freeze": True},
+        {"name": "influence-4 (m = 0)", "layers": "influence", "m": 0.0, "freeze": True},
+        {"name": f"PMDP m = {M_SHORT * epochs:g} ep", "layers": "skip", "m": M_SHORT * epochs, "freeze": True},
+        {"name": f"PMDP m = {M_LONG * epochs:g} ep", "layers": "skip", "m": M_LONG * epochs, "freeze": True},
+        {"name": f"PMDP m = {M_LONG * epochs:g} ep, fading layers train", "layers": "skip", "m": M_LONG * epochs,
+         "freeze": False},
     ]
 
 
@@ -78,7 +81,8 @@ def run_variants(epochs: float, influence: list[float], seeds: list[int], log: C
     rows: list[dict[str, Any]] = []
     for v in variants(epochs):
         kept = kept_layers(v["layers"], influence)
-        same = next((r for r in rows if r["kept"] == kept and r["m"] == v["m"]), None)
+        same = next((r for r in rows if r["kept"] == kept and r["m"] == v["m"]
+                     and (r["freeze"] == v["freeze"] or v["m"] == 0)), None)  # m = 0: nothing fades
         if same is not None:
             rows.append({**v, "kept": kept, "runs": same["runs"], "same_as": same["name"]})
             log(f"  {v['name']:<24} keeps the layers of {same['name']}: same runs")
@@ -89,8 +93,9 @@ def run_variants(epochs: float, influence: list[float], seeds: list[int], log: C
 
 # -- tracking --------------------------------------------------------------------------------------
 def tracking_student(bench: TrackingBench, teacher: Any, kept: list[int], m: float, seed: int,
-                     epochs: int) -> tuple[Any, float]:
-    """Cut (m = 0) or PMDP-trained (m > 0) 4-layer student; returns (model, training seconds)."""
+                     epochs: int, freeze: bool = True) -> tuple[Any, float]:
+    """Cut (m = 0) or PMDP-trained (m > 0; fading layers frozen unless `freeze` is False) 4-layer student;
+    returns (model, training seconds)."""
     from distilkit.depth import init_student_from_layers
     from distilkit.recipes.schema import Stage, StageBudget
     from distilkit.recipes.stages import finish_stage, setup_stage
@@ -101,7 +106,7 @@ def tracking_student(bench: TrackingBench, teacher: Any, kept: list[int], m: flo
         return student, bench.train("student", student, STUDENT_LOSSES, seed, epochs, teacher=teacher, feature_pairs=pairs)
     pairs = [[k, t] for k, t in zip(kept, TEACHER_FEATURES)]
     stage = Stage(name="pmdp", kind="depth", losses=STUDENT_LOSSES, remove=[i for i in range(DEPTH) if i not in kept],
-                  feature_pairs=pairs)
+                  feature_pairs=pairs, freeze_removed=freeze)
     budget = dataclasses.replace(bench.budget, stages={"pmdp": StageBudget(epochs=epochs, m=m)})
     setup = setup_stage(stage, budget, teacher)
     seconds = bench.train("pmdp", setup.student, STUDENT_LOSSES, seed, epochs, teacher=setup.teacher,
@@ -122,7 +127,7 @@ def run_tracking(scale: TrackingScale, seeds: list[int], log: Callable[[str], No
     influence = block_influence(teacher, calib, blocks=BLOCKS)
 
     def run_one(v: dict[str, Any], kept: list[int], seed: int) -> dict[str, Any]:
-        student, secs = tracking_student(bench, teacher, kept, v["m"], seed + 1, scale.student_epochs)
+        student, secs = tracking_student(bench, teacher, kept, v["m"], seed + 1, scale.student_epochs, v["freeze"])
         assert len(student.backbone.blocks) == KEEP
         run = {"seed": seed, "seconds": secs, **bench.evaluate(student, v["name"])}
         log(f"  {v['name']:<24} seed {seed}: AUC {run['auc']:.3f} ({secs:.0f} s)")
@@ -170,7 +175,7 @@ def run_classification(quick: bool, seeds: list[int], log: Callable[[str], None]
             student = copy.deepcopy(teacher).requires_grad_(True)
             pruner = ProgressiveDepthPruner(student, [i for i in range(DEPTH) if i not in kept],
                                             schedule=CosineSchedule(m=v["m"]), unit="iteration",
-                                            iters_per_epoch=iters)
+                                            iters_per_epoch=iters, freeze_removed=v["freeze"])
             ex.fit(student, train, cfg, cfg.student_epochs, seed + 1, teacher=teacher, pruner=pruner)
             pruner.finalize()
         assert len(student.blocks) == KEEP

@@ -75,13 +75,13 @@ def test_pmdp_ablation_quick_writes_both_tables_and_plot(tmp_path):
     names = [r[0] for r in track_rows]
     assert names[0] == "Tea-fir4" and names[1].startswith("Tea-skip4") and names[-2:] == [
         "teacher: 12L plain corner head", "constant box (no tracking)"]
-    assert sum(n.startswith("PMDP m =") for n in names) == 2
+    assert sum(n.startswith("PMDP m =") for n in names) == 3 and names[-3].endswith("fading layers train")
     for row in track_rows[:-1]:
         _percent(row[2])
     assert [r[0].split(" (same")[0] for r in cls_rows[:-2]] == [r[0].split(" (same")[0] for r in track_rows[:-2]]
     for task, key in (("tracking", "auc"), ("classification", "accuracy")):
         rows = res[task]["rows"]
-        assert len(rows) == 5
+        assert len(rows) == 6 and [r["freeze"] for r in rows[3:]] == [True, True, False]
         for row in rows:
             assert [run["seed"] for run in row["runs"]] == [0, 1] and len(row["kept"]) == 4
             assert all(0.0 <= run[key] <= 1.0 for run in row["runs"])

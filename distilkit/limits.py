@@ -21,6 +21,7 @@ MAX_LR = 10.0  # lr, weight_decay
 MAX_MLP_RATIO = 64.0  # a width stage's target mlp_ratio
 MAX_GAP = 1_000_000  # frames between template and search (max_gap)
 MAX_CENTER_JITTER, MAX_SCALE_JITTER = 50.0, 4.0
+MAX_BRIGHTNESS = 10.0  # augment brightness: pixel factors drawn from [max(0, 1 - it), 1 + it]
 MAX_SEQUENCES, MAX_LENGTH = 100_000, 100_000  # synthetic data: sequences (also `synthetic:N`), frames each
 MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 64, 4096  # synthetic data: image_size (px per side)
 MAX_SEED = 2**32 - 1  # `prune --seed` (numpy's range)

@@ -31,7 +31,8 @@ from distilkit.errors import DistilkitError
 from distilkit.eval import ConstantBoxTracker, evaluate
 from distilkit.eval.evaluate import Results, SequenceResult, load_results
 from distilkit.recipes import load_recipe
-from distilkit.recipes.schema import Budget, EvalSpec, OptimizerSpec, ScheduleSpec, Stage, StageBudget, SyntheticSpec
+from distilkit.recipes.schema import (AugmentSpec, Budget, EvalSpec, OptimizerSpec, ScheduleSpec, Stage, StageBudget,
+                                     SyntheticSpec)
 from distilkit.trackers.mixformerv2 import MixFormerV2Config
 
 HERE = Path(__file__).parent
@@ -154,6 +155,7 @@ _PLACES = {
     StageBudget: lambda d, key: (d["budgets"]["tiny"]["stages"]["pmdp-8"], "budgets.tiny.stages.pmdp-8."),
     SyntheticSpec: lambda d, key: (d["budgets"]["tiny"]["synthetic"], "budgets.tiny.synthetic."),
     EvalSpec: lambda d, key: (d["budgets"]["tiny"]["eval"], "budgets.tiny.eval."),
+    AugmentSpec: lambda d, key: (d["budgets"]["tiny"].setdefault("augment", {}), "budgets.tiny.augment."),
     ScheduleSpec: lambda d, key: (d["stages"][2].setdefault("schedule", {}), "stages[2].schedule."),
     Stage: lambda d, key: (d["stages"][_STAGE_OF.get(key, 2)], f"stages[{_STAGE_OF.get(key, 2)}]."),
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from distilkit.data.augment import Augment
 from distilkit.data.crop import CropWindow, check_rgb_image, clip_box, crop_around, crop_side
 from distilkit.data.readers import COCO, GOT10k, LaSOT, TrackingNet
 from distilkit.data.sampler import PairSampler, denormalize_image, jitter_box, normalize_image
@@ -12,7 +13,7 @@ from distilkit.data.synthetic import SyntheticTracking
 __all__ = [
     "CropWindow", "check_rgb_image", "clip_box", "crop_around", "crop_side",
     "COCO", "GOT10k", "LaSOT", "TrackingNet",
-    "PairSampler", "denormalize_image", "jitter_box", "normalize_image",
+    "Augment", "PairSampler", "denormalize_image", "jitter_box", "normalize_image",
     "Sequence", "load_image", "read_boxes", "read_flags",
     "load_datasets", "SyntheticTracking",
 ]

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from distilkit.checks import as_int, as_number
+from distilkit.data.augment import DRAWS, Augment
 from distilkit.data.crop import crop_around
 from distilkit.data.sequence import Sequence, sized_boxes
 from distilkit.errors import DistilkitError
@@ -28,9 +29,12 @@ _MAX_TRIES = 100
 DATASET_WEIGHTS = ("sequences", "equal")
 
 
-def normalize_image(image: np.ndarray) -> torch.Tensor:
-    """H×W×3 uint8 → 3×H×W float tensor with ImageNet mean/std normalisation."""
-    x = (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+def normalize_image(image: np.ndarray, brightness: float = 1.0) -> torch.Tensor:
+    """H×W×3 uint8 → 3×H×W float tensor with ImageNet mean/std normalisation; `brightness` ≠ 1 first scales
+    the pixels, clamped to [0, 255] (the official ToTensorAndJitter)."""
+    x = image.astype(np.float32) / 255.0 if brightness == 1.0 else \
+        np.clip(image.astype(np.float32) * np.float32(brightness / 255.0), 0.0, 1.0)
+    x = (x - IMAGENET_MEAN) / IMAGENET_STD
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
@@ -78,7 +82,8 @@ class PairSampler(torch.utils.data.Dataset):
 
     Each item is a dict of float tensors: `template`, `online_template` (3×t×t), `search` (3×s×s),
     `search_box` (4,) normalised x1,y1,x2,y2 in the search crop clamped to [0, 1], `label` (1 / 0)
-    and `visible`. Call `set_epoch(e)` each epoch for fresh samples.
+    and `visible`. Call `set_epoch(e)` each epoch for fresh samples. `augment` (`distilkit.data.Augment`)
+    adds the official grayscale, brightness and flip augmentation (the box follows a mirrored search crop).
     """
 
     def __init__(
@@ -97,6 +102,7 @@ class PairSampler(torch.utils.data.Dataset):
         template_center_jitter: float = 0.0,
         template_scale_jitter: float = 0.0,
         dataset_weights: str = "sequences",
+        augment: Augment | None = None,
     ):
         self.datasets = list(datasets) if isinstance(datasets, (list, tuple)) else [datasets]
         if self.datasets and all(isinstance(d, Sequence) for d in self.datasets):
@@ -119,6 +125,9 @@ class PairSampler(torch.utils.data.Dataset):
         self.max_gap = as_int(max_gap, "max_gap", minimum=0)
         self.samples_per_epoch = as_int(samples_per_epoch, "samples_per_epoch", minimum=1)
         self.negative_prob, self.seed, self.epoch = float(negative_prob), as_int(seed, "seed", minimum=0), 0
+        if augment is not None and not isinstance(augment, Augment):
+            raise DistilkitError(f"augment must be a distilkit.data.Augment, got {type(augment).__name__}")
+        self.augment = augment or Augment()
         if negative_prob > 0:
             check_negatives_possible(self.datasets)
         self.dataset_weights = dataset_weights
@@ -151,6 +160,10 @@ class PairSampler(torch.utils.data.Dataset):
             if search is None:
                 continue
             image, box, label = search
+            crops, factors = [template, online, image], [1.0, 1.0, 1.0]
+            if self.augment.active:  # drawn after the sample, so augmenting never changes which sample it is
+                crops, factors, box = self.augment.apply(crops, box, label == 1.0, rng.random(DRAWS))
+            template, online, image = (normalize_image(c, f) for c, f in zip(crops, factors))
             return {"template": template, "online_template": online, "search": image,
                     "search_box": torch.as_tensor(box, dtype=torch.float32),
                     "label": torch.tensor(label, dtype=torch.float32),
@@ -173,18 +186,18 @@ class PairSampler(torch.utils.data.Dataset):
         o = int(rng.choice(near[(near >= min(t, s)) & (near <= max(t, s))]))
         return t, o, s
 
-    def _template(self, seq: Sequence, i: int, rng: np.random.Generator) -> torch.Tensor:
+    def _template(self, seq: Sequence, i: int, rng: np.random.Generator) -> np.ndarray:
         box = seq.boxes[i]
         if self.template_center_jitter or self.template_scale_jitter:
             box = jitter_box(box, rng, self.template_center_jitter, self.template_scale_jitter)
         crop, _ = crop_around(seq.frame(i), box, self.template_factor, self.template_size)
-        return normalize_image(crop)
+        return crop
 
     def _search_crop(self, image: np.ndarray, around: np.ndarray, target: np.ndarray | None, rng, jitter: bool):
         box = jitter_box(around, rng, self.center_jitter, self.scale_jitter) if jitter else around
         crop, window = crop_around(image, box, self.search_factor, self.search_size)
         target_box = np.zeros(4) if target is None else np.clip(window.box_to_crop(target), 0.0, 1.0)
-        return normalize_image(crop), target_box
+        return crop, target_box
 
     def _positive_search(self, rng: np.random.Generator, seq: Sequence, s: int):
         """A jittered crop around the target; None (draw again, as pytracking's samplers do) when the

@@ -402,6 +402,10 @@ class RecipeRun:
                  f"eval {o.eval_data or 'synthetic held-out test split'} ({len(self.eval_set)} sequences)")
         log.info(f"  crops   template {b.template_size}px (×{b.template_factor:g}), search {b.search_size}px (×{b.search_factor:g}); "
                  f"batch {b.batch_size}/process × {self.dist.world_size} process(es) on {self.dist.device}")
+        a = b.augment
+        if a.grayscale or a.brightness or a.flip or b.drop_path:
+            log.info(f"  augment grayscale p {a.grayscale:g}, brightness ±{a.brightness:g}, flip p {a.flip:g}; "
+                     f"drop path {b.drop_path:g}")
         log.info(f"  teacher {o.teacher or 'trained here (stage ' + repr(self.recipe.stages[0].name) + ')'}")
         log.info(f"  out     {self.out}{' (resuming)' if resumed else ''}; seed {o.seed}")
         log.info("  route   " + " -> ".join(f"{s.name} [{b.stage(s.name).epochs} ep]" for s in self.recipe.stages))
@@ -540,15 +544,17 @@ class RecipeRun:
         return digests
 
     def _trainer(self, index: int, stage: Stage, setup: Any, stage_dir: str, log: RunLog) -> Trainer:
-        from distilkit.data import PairSampler
+        from distilkit.data import Augment, PairSampler
 
         b, entry = self.budget, self.budget.stage(stage.name)
+        setup.student.backbone.set_drop_path(b.drop_path)  # every trained stage, over the blocks it has, as the official
         dataset = PairSampler(
             self.train_sets, template_size=b.template_size, search_size=b.search_size,
             template_factor=b.template_factor, search_factor=b.search_factor, center_jitter=b.center_jitter,
             scale_jitter=b.scale_jitter, max_gap=b.max_gap, dataset_weights=b.dataset_weights,
             samples_per_epoch=entry.samples_per_epoch or b.samples_per_epoch,
             negative_prob=b.negative_prob if stage.kind == "score" else 0.0, seed=self.opts.seed * 1000 + index,
+            augment=Augment(b.augment.grayscale, b.augment.brightness, b.augment.flip),
         )
         o = b.optimizer
         settings = TrainSettings(

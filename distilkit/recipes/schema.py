@@ -18,8 +18,8 @@ from importlib import resources
 from typing import Any, Literal, Optional
 
 from distilkit.errors import DistilkitError
-from distilkit.limits import (MAX_BATCH, MAX_CENTER_JITTER, MAX_CLASSES, MAX_CONTEXT, MAX_CROP, MAX_EPOCHS, MAX_GAP,
-                              MAX_IMAGE_INPUT, MAX_IMAGE_SIDE, MAX_LAYERS, MAX_LENGTH, MAX_LR, MAX_MLP_RATIO,
+from distilkit.limits import (MAX_BATCH, MAX_BRIGHTNESS, MAX_CENTER_JITTER, MAX_CLASSES, MAX_CONTEXT, MAX_CROP,
+                              MAX_EPOCHS, MAX_GAP, MAX_IMAGE_INPUT, MAX_IMAGE_SIDE, MAX_LAYERS, MAX_LENGTH, MAX_LR, MAX_MLP_RATIO,
                               MAX_MODEL_PARAMS, MAX_RECIPE_CHARS, MAX_SAMPLES, MAX_SCALE, MAX_SCALE_JITTER, MAX_SEQUENCES,
                               MAX_STEPS, MAX_TEMPLATES, MAX_THREADS, MAX_WEIGHT, MAX_WIDTH, MAX_WORKERS,
                               MIN_IMAGE_SIDE)
@@ -262,6 +262,20 @@ class SyntheticSpec:
 
 
 @dataclass
+class AugmentSpec:
+    """Training-pair augmentation (`distilkit.data.augment.Augment`, as the official pipeline): probability of a
+    grayscale pair, brightness jitter and flip probability per crop; 0 turns each off."""
+
+    grayscale: float = 0.0
+    brightness: float = 0.0
+    flip: float = 0.0
+
+    def check(self) -> Optional[tuple[str, str]]:
+        return bounds_problem(self, {"grayscale": Bound(0.0, 1.0), "brightness": Bound(0.0, MAX_BRIGHTNESS),
+                                     "flip": Bound(0.0, 1.0)})
+
+
+@dataclass
 class EvalSpec:
     """Evaluation settings: tracker options and CPU latency measurement."""
 
@@ -297,6 +311,8 @@ class Budget:
     checkpoint_every: int = 0
     deterministic: bool = False
     amp: Literal["none", "bf16", "fp16"] = "none"  # CUDA autocast in training stages (fp16 with loss scaling)
+    augment: AugmentSpec = field(default_factory=AugmentSpec)
+    drop_path: float = 0.0  # stochastic depth of every trained stage's backbone (0 at the first block, this at the last)
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)
@@ -308,7 +324,7 @@ class Budget:
             "center_jitter": Bound(0.0, MAX_CENTER_JITTER), "scale_jitter": Bound(0.0, MAX_SCALE_JITTER),
             "max_gap": Bound(0.0, MAX_GAP), "negative_prob": PROBABILITY, "batch_size": Bound(1.0, MAX_BATCH),
             "samples_per_epoch": SAMPLES, "workers": Bound(0.0, MAX_WORKERS), "threads": THREADS,
-            "checkpoint_every": STEPS,
+            "checkpoint_every": STEPS, "drop_path": Bound(0.0, 1.0, high_open=True),
         })
 
     def stage(self, name: str) -> StageBudget:
@@ -441,7 +457,7 @@ _CONFIG_CAPS = {"embed_dim": MAX_WIDTH, "depth": MAX_LAYERS, "num_heads": MAX_WI
                 "mlp_hidden": MAX_WIDTH, "patch_size": MAX_CROP, "template_size": MAX_CROP, "search_size": MAX_CROP,
                 "num_online_templates": MAX_TEMPLATES, "norm_eps": 1.0, "bins": MAX_WIDTH, "head_hidden": MAX_WIDTH,
                 "corner_channel": MAX_WIDTH, "search_factor": MAX_CONTEXT, "legacy_num_classes": MAX_CLASSES,
-                "legacy_img_size": MAX_IMAGE_INPUT}
+                "legacy_img_size": MAX_IMAGE_INPUT, "drop_path_rate": 1.0}  # drop_path_rate: refused, the budget's drop_path
 
 #: MixFormerV2Tracker arguments the runner sets itself (from the stage model and the budget's crops).
 _TRACKER_SET_BY_RUNNER = frozenset({"self", "model", "template_factor", "search_factor", "template_size", "search_size",
@@ -458,11 +474,13 @@ def _check_models(recipe: Recipe, ctx: Context) -> None:
     for i, stage in enumerate(recipe.stages):
         stage.overrides = _typed_options(stage.overrides, fields, ctx, ("stages", i, "overrides"), "MixFormerV2Config field",
                                          _CONFIG_CAPS)
+        _no_drop_path_override(stage.overrides, ctx, ("stages", i, "overrides"))
         if stage.model is not None and stage.model not in PRESETS:
             raise ctx.fail(("stages", i, "model"), f"unknown model {stage.model!r}; expected one of {sorted(PRESETS)}")
     for bname, budget in recipe.budgets.items():
         budget.model_overrides = _typed_options(budget.model_overrides, fields, ctx, ("budgets", bname, "model_overrides"),
                                                 "MixFormerV2Config field", _CONFIG_CAPS)
+        _no_drop_path_override(budget.model_overrides, ctx, ("budgets", bname, "model_overrides"))
         _check_tracker_options(budget, ctx, ("budgets", bname, "eval", "tracker"))
         for i, stage in enumerate(recipe.stages):
             if stage.model is None:
@@ -476,6 +494,13 @@ def _check_models(recipe: Recipe, ctx: Context) -> None:
                 problem = str(err)
             if problem:
                 raise ctx.fail(("stages", i, "model"), f"budget {bname!r}: {problem}")
+
+
+def _no_drop_path_override(overrides: dict[str, Any], ctx: Context, path: Path) -> None:
+    """Stochastic depth has one knob, the budget's `drop_path` (the runner sets it on every trained stage's model)."""
+    if "drop_path_rate" in overrides:
+        raise ctx.fail(path + ("drop_path_rate",), "set stochastic depth with the budget's 'drop_path' "
+                                                  "(it applies to every trained stage)")
 
 
 def _check_tracker_options(budget: Budget, ctx: Context, path: Path) -> None:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distilkit.kernels import qkv_prefix_attention
-from distilkit.trackers.mixformerv2.config import MixFormerV2Config
+from distilkit.trackers.mixformerv2.config import MixFormerV2Config, check_drop_path_rate
 
 
 def sincos_pos_embed_2d(dim: int, grid: int) -> torch.Tensor:
@@ -121,25 +121,48 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+class DropPath(nn.Module):
+    """Stochastic depth as timm's DropPath: in training, each sample's branch is zeroed with probability
+    `drop_prob` and the kept ones scaled by 1 / (1 - drop_prob); the identity in eval mode or at rate 0.
+    (Not timm's class: importing timm costs the tracker seconds.)"""
+
+    def __init__(self, drop_prob: float = 0.0) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.drop_prob == 0.0:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob:.3f}"
+
+
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x)) (branches unscaled)."""
+    """Pre-norm transformer block: x + drop_path1(attn(norm1(x))), then x + drop_path2(mlp(norm2(x)))
+    (timm's layout; the drop paths are the identity unless training with a rate, see `MixViTBackbone.set_drop_path`)."""
 
     def __init__(self, dim: int, num_heads: int, mlp_hidden: int, qkv_bias: bool = True, eps: float = 1e-6) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = MixedAttention(dim, num_heads, qkv_bias)
+        self.drop_path1 = DropPath()
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, mlp_hidden)
+        self.drop_path2 = DropPath()
 
     def forward(self, x: torch.Tensor, num_template: int, cache: TemplateKV | None = None,
                 query_tail: int | None = None) -> torch.Tensor:
         """query_tail=k (cached use only): update only the last k tokens (the prediction tokens of the
         final block); the other rows are returned unchanged, so the output keeps the input's shape."""
         if query_tail is None:
-            x = x + self.attn(self.norm1(x), num_template, cache)
-            return x + self.mlp(self.norm2(x))
-        y = x[:, x.shape[1] - query_tail:] + self.attn(self.norm1(x), num_template, cache, query_tail)
-        y = y + self.mlp(self.norm2(y))
+            x = x + self.drop_path1(self.attn(self.norm1(x), num_template, cache))
+            return x + self.drop_path2(self.mlp(self.norm2(x)))
+        y = x[:, x.shape[1] - query_tail:] + self.drop_path1(self.attn(self.norm1(x), num_template, cache, query_tail))
+        y = y + self.drop_path2(self.mlp(self.norm2(y)))
         return torch.cat([x[:, : x.shape[1] - query_tail], y], dim=1)
 
 
@@ -166,6 +189,7 @@ class MixViTBackbone(nn.Module):
         self.blocks = nn.ModuleList(
             Block(d, cfg.num_heads, h, cfg.qkv_bias, cfg.norm_eps) for h in cfg.block_mlp_hidden
         )
+        self.set_drop_path(cfg.drop_path_rate)
         if cfg.legacy_timm_params:
             legacy_tokens = (cfg.legacy_img_size // cfg.patch_size) ** 2 + 1
             self.cls_token = nn.Parameter(torch.zeros(1, 1, d), requires_grad=False)
@@ -187,6 +211,14 @@ class MixViTBackbone(nn.Module):
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         if self.num_pred_tokens:
             nn.init.trunc_normal_(self.reg_tokens, std=0.02)
+
+    def set_drop_path(self, rate: float) -> None:
+        """Stochastic depth rising linearly over the blocks, 0 at the first and `rate` at the last (timm's and
+        the official rule, over the blocks there are now); only acts in training mode."""
+        self.drop_path_rate = check_drop_path_rate(rate)
+        rates = torch.linspace(0, self.drop_path_rate, len(self.blocks), device="cpu").tolist()  # builds may be on meta
+        for blk, r in zip(self.blocks, rates):
+            blk.drop_path1.drop_prob = blk.drop_path2.drop_prob = r
 
     def embed_templates(self, template: torch.Tensor, online: torch.Tensor) -> torch.Tensor:
         """(B,3,t,t) and (B,n,3,t,t) → (B, (1+n)·T, D) template tokens with positions."""
@@ -243,4 +275,4 @@ class MixViTBackbone(nn.Module):
         return outs
 
 
-__all__ = ["MixViTBackbone", "Block", "MixedAttention", "Mlp", "PatchEmbed", "TemplateKV", "sincos_pos_embed_2d"]
+__all__ = ["MixViTBackbone", "Block", "DropPath", "MixedAttention", "Mlp", "PatchEmbed", "TemplateKV", "sincos_pos_embed_2d"]

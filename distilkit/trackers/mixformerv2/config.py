@@ -16,13 +16,22 @@ SCORE_VARIANTS = ("official", "paper")
 MAX_POSITION_TABLE = 2**26
 
 
+def check_drop_path_rate(value: object) -> float:
+    """`value` checked as a stochastic-depth rate: a number in [0, 1) (at 1 every branch would be dropped)."""
+    rate = as_number(value, "drop_path_rate", minimum=0)
+    if rate >= 1.0:
+        raise DistilkitError(f"drop_path_rate must be in [0, 1), got {rate:g}")
+    return rate
+
+
 @dataclass
 class MixFormerV2Config:
     """Everything needed to rebuild a MixFormerV2/MixViT model (widths per block so pruned models fit).
 
     `mlp_hidden` (one hidden size per block) wins over `mlp_ratio` when given.
-    `legacy_timm_params` adds the unused cls_token/pos_embed/norm/head parameters that the official
-    MixViT-B inherits from timm's VisionTransformer, so parameter counts and checkpoints match it.
+    `drop_path_rate` is stochastic depth in training (0 at the first block rising to it at the last; no
+    effect in eval mode). `legacy_timm_params` adds the unused cls_token/pos_embed/norm/head parameters
+    that the official MixViT-B inherits from timm's VisionTransformer, so parameter counts and checkpoints match it.
     """
 
     name: str = "custom"
@@ -37,6 +46,7 @@ class MixFormerV2Config:
     num_online_templates: int = 1
     qkv_bias: bool = True
     norm_eps: float = 1e-6
+    drop_path_rate: float = 0.0
     head: str = "t4"
     bins: int = 96
     head_hidden: int | None = None
@@ -83,6 +93,7 @@ class MixFormerV2Config:
             self.head_hidden = as_int(self.head_hidden, "head_hidden", minimum=1)
         for key in ("mlp_ratio", "norm_eps", "search_factor"):
             setattr(self, key, as_number(getattr(self, key), key, above=0))
+        self.drop_path_rate = check_drop_path_rate(self.drop_path_rate)
         for key in ("qkv_bias", "score_head", "legacy_timm_params"):
             if not isinstance(getattr(self, key), bool):
                 raise DistilkitError(f"{key} must be true or false, got {getattr(self, key)!r}")

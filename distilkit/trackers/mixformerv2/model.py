@@ -240,6 +240,7 @@ class MixFormerV2(nn.Module):
             "embed_dim": bb.patch_embed.proj.out_channels,
             "depth": len(bb.blocks),
             "mlp_hidden": [blk.mlp.fc1.out_features for blk in bb.blocks],
+            "drop_path_rate": bb.drop_path_rate,
         }
         if bb.blocks:
             changes["num_heads"] = bb.blocks[0].attn.num_heads

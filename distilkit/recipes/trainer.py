@@ -294,7 +294,3 @@ class Trainer:
             # last step leaves them rank-local: make rank 0's the result everywhere.
             for buf in self.student.buffers():
                 tdist.broadcast(buf, src=0)
-
-    def remove_checkpoint(self) -> None:
-        if self.dist.is_main and os.path.exists(self.checkpoint_path):
-            os.remove(self.checkpoint_path)

@@ -15,10 +15,10 @@ from PIL import Image
 
 import distilkit.data
 import distilkit.data.readers as readers
-from distilkit.cli import main
 from distilkit.data import COCO, PairSampler, Sequence, denormalize_image, load_datasets
 from distilkit.errors import DistilkitError
 from distilkit.recipes import load_recipe
+from cli_exit import cli_exit_code
 
 TINY = os.path.join(os.path.dirname(__file__), "data", "recipe-tiny.yaml")
 COLOURS = {1: 60, 2: 120, 3: 200}  # one flat grey per image: a crop tells which image it came from
@@ -75,30 +75,22 @@ def test_coco_spec_trains_and_is_refused_for_evaluation(coco_root, tmp_path, cap
     assert isinstance(ds, COCO) and ds.split == "train2017" and len(ds) == 3
     with pytest.raises(DistilkitError, match=r"coco:DIR is training data only"):
         load_datasets(f"synthetic:2,COCO:{coco_root}", split="test")
-    assert main_code(["eval", "constant", "--data", f"coco:{coco_root}", "--no-progress"]) == 2
+    assert cli_exit_code(["eval", "constant", "--data", f"coco:{coco_root}", "--no-progress"]) == 2
     assert "coco:DIR is training data only" in capsys.readouterr().err
     args = ["prune", "--recipe", TINY, "--budget", "tiny", "--out", str(tmp_path / "run"), "--dry-run",
             "--data", f"coco:{coco_root}"]
-    assert main_code(args + ["--eval-data", f"coco:{tmp_path / 'missing'}"]) == 2  # refused before its path is looked at
+    assert cli_exit_code(args + ["--eval-data", f"coco:{tmp_path / 'missing'}"]) == 2  # refused before its path is looked at
     assert "coco:DIR is training data only" in capsys.readouterr().err
-
-
-def main_code(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def test_prune_dry_run_takes_coco_beside_synthetic(coco_root, tmp_path, capsys):
     """Single-image sequences have ground truth (their one box), and they serve negatives for the score stage."""
     out = tmp_path / "never"
-    assert main_code(["prune", "--recipe", TINY, "--budget", "tiny", "--out", str(out), "--dry-run",
+    assert cli_exit_code(["prune", "--recipe", TINY, "--budget", "tiny", "--out", str(out), "--dry-run",
                       "--data", f"coco:{coco_root},synthetic"]) == 0
     assert "score" in capsys.readouterr().out and not out.exists()
     os.remove(coco_root / "annotations" / "instances_train2017.json")
-    assert main_code(["prune", "--recipe", TINY, "--budget", "tiny", "--out", str(out), "--dry-run",
+    assert cli_exit_code(["prune", "--recipe", TINY, "--budget", "tiny", "--out", str(out), "--dry-run",
                       "--data", f"coco:{coco_root},synthetic"]) == 2
     err = capsys.readouterr().err
     assert "COCO annotation file not found" in err and "instances_train2017.json" in err and len(err.splitlines()) == 1
@@ -240,7 +232,7 @@ def test_budgets_dataset_weights(tmp_path, coco_root, monkeypatch):
 
     monkeypatch.setattr(distilkit.data, "PairSampler", Spy)
     out = tmp_path / "run"
-    assert main_code(["prune", "--recipe", str(one), "--budget", "tiny", "--out", str(out),
+    assert cli_exit_code(["prune", "--recipe", str(one), "--budget", "tiny", "--out", str(out),
                       "--data", f"coco:{coco_root},synthetic:3"]) == 0
     assert seen == [("equal", ["COCO", "SyntheticTracking"])]
     assert "each dataset equally often" in (out / "prune.log").read_text()

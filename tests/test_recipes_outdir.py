@@ -11,23 +11,15 @@ import shutil
 import pytest
 from safetensors.torch import load_file
 
-from distilkit.cli import main
 from distilkit.errors import DistilkitError
 from distilkit.recipes import load_recipe
 from distilkit.recipes.outdir import MARKER, RUN_FILE, RUN_FORMAT, prepare_out_dir, read_record
+from cli_exit import cli_exit_code
 
 TINY = os.path.join(os.path.dirname(__file__), "data", "recipe-tiny.yaml")
 STAGES = ["teacher", "dense-to-sparse", "pmdp-8", "pmdp-4", "mlp-ratio-1", "score"]
 ARGS = ["prune", "--recipe", TINY, "--budget", "tiny", "--seed", "3"]
 IDENT = {"recipe": "tiny-s", "recipe_sha256": "0123456789abcdef", "budget": "tiny", "seed": 3}
-
-
-def _cli(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def _tree(root) -> dict[str, bytes]:
@@ -45,7 +37,7 @@ def _one_error_line(capsys) -> str:
 def finished(tmp_path_factory):
     """A finished tiny run (copied by each test that damages it)."""
     out = tmp_path_factory.mktemp("finished") / "run"
-    assert _cli(ARGS + ["--out", str(out)]) == 0
+    assert cli_exit_code(ARGS + ["--out", str(out)]) == 0
     return out
 
 
@@ -82,7 +74,7 @@ def _project(tmp_path, run_json: str):
 def test_a_foreign_run_json_is_never_touched(tmp_path, capsys, run_json, flag):
     root = _project(tmp_path, run_json)
     before = _tree(root)
-    assert _cli(ARGS + ["--out", str(root)] + ([flag] if flag else [])) == 2
+    assert cli_exit_code(ARGS + ["--out", str(root)] + ([flag] if flag else [])) == 2
     err = _one_error_line(capsys)
     assert "run.json" in err and ("not written by distilkit" in err or "not touching" in err), err
     assert _tree(root) == before
@@ -184,9 +176,9 @@ def test_force_over_an_unreadable_distilkit_run_json_starts_over(finished, tmp_p
     out = _copy(finished, tmp_path)
     (out / RUN_FILE).write_text('{"format": "distilkit-run/1", "reci')  # truncated
     (out / "teacher" / "notes.txt").write_text("mine")
-    assert _cli(ARGS + ["--out", str(out), "--resume"]) == 2
+    assert cli_exit_code(ARGS + ["--out", str(out), "--resume"]) == 2
     assert "use --force to start over" in _one_error_line(capsys)
-    assert _cli(ARGS + ["--out", str(out), "--force"]) == 0
+    assert cli_exit_code(ARGS + ["--out", str(out), "--force"]) == 0
     assert json.loads((out / RUN_FILE).read_text())["format"] == RUN_FORMAT
     assert (out / "teacher" / "notes.txt").read_text() == "mine"
     log = (out / "prune.log").read_text()
@@ -206,7 +198,7 @@ def test_resume_removes_stale_temp_files_of_the_run_only(finished, tmp_path):
     for rel in stale + others:
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_bytes(b"\0" * 64)
-    assert _cli(ARGS + ["--out", str(out), "--resume"]) == 0
+    assert cli_exit_code(ARGS + ["--out", str(out), "--resume"]) == 0
     assert not any((out / rel).exists() for rel in stale)
     assert all((out / rel).exists() for rel in others)
     assert f"removed {len(stale)} temp file(s) of interrupted writes" in (out / "prune.log").read_text()
@@ -229,7 +221,7 @@ def test_damaged_stage_files_mean_an_unfinished_stage(finished, tmp_path):
     checkpoint = (out / "teacher" / "model" / "model.safetensors").read_bytes()
     (out / "dense-to-sparse" / "checkpoint.safetensors").write_bytes(checkpoint[: len(checkpoint) // 2])
     (out / "baseline" / "summary.json").write_text("{")
-    assert _cli(ARGS + ["--out", str(out), "--resume"]) == 0
+    assert cli_exit_code(ARGS + ["--out", str(out), "--resume"]) == 0
     log = (out / "prune.log").read_text()
     assert "[score] metrics.json is empty: running the stage again" in log
     assert "[mlp-ratio-1] its model is unreadable (" in log

@@ -16,19 +16,11 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import distilkit.io as dio
-from distilkit.cli import main
+from cli_exit import cli_exit_code
 
 TINY = os.path.join(os.path.dirname(__file__), "data", "recipe-tiny.yaml")
 STAGES = ["teacher", "dense-to-sparse", "pmdp-8", "pmdp-4", "mlp-ratio-1", "score"]
 ARGS = ["prune", "--recipe", TINY, "--budget", "tiny", "--seed", "3"]
-
-
-def _cli(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def _weights(out: str, stage: str) -> dict:
@@ -48,7 +40,7 @@ def _same_weights(a: str, b: str) -> None:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("tiny") / "run")
-    assert _cli(ARGS + ["--out", out]) == 0
+    assert cli_exit_code(ARGS + ["--out", out]) == 0
     return out
 
 
@@ -92,12 +84,12 @@ def test_stage_models_reload(tiny_run):
 
 
 def test_finished_run_is_never_overwritten_without_force(tiny_run, capsys):
-    assert _cli(ARGS + ["--out", tiny_run]) == 2
+    assert cli_exit_code(ARGS + ["--out", tiny_run]) == 2
     assert "already holds a finished run of 'tiny-s'; pass --resume to continue it or --force" in capsys.readouterr().err
     before = os.path.getmtime(os.path.join(tiny_run, "score", "metrics.json"))
-    assert _cli(ARGS + ["--out", tiny_run, "--resume"]) == 0  # nothing left: every stage is skipped
+    assert cli_exit_code(ARGS + ["--out", tiny_run, "--resume"]) == 0  # nothing left: every stage is skipped
     assert os.path.getmtime(os.path.join(tiny_run, "score", "metrics.json")) == before
-    assert _cli(ARGS + ["--out", tiny_run, "--seed", "4", "--resume"]) == 2
+    assert cli_exit_code(ARGS + ["--out", tiny_run, "--seed", "4", "--resume"]) == 2
     assert "seed: 3 -> 4" in capsys.readouterr().err
 
 
@@ -106,7 +98,7 @@ def test_force_restarts(tmp_path):
     os.makedirs(os.path.join(out, "teacher"))
     open(os.path.join(out, "run.json"), "w").write(json.dumps({"format": "distilkit-run/1", "recipe": "tiny-s", "stages": ["teacher"]}))
     open(os.path.join(out, "teacher", "metrics.json"), "w").write("{}")
-    assert _cli(ARGS + ["--out", out, "--force", "--budget", "tiny"]) == 0
+    assert cli_exit_code(ARGS + ["--out", out, "--force", "--budget", "tiny"]) == 0
     assert json.load(open(os.path.join(out, "teacher", "metrics.json")))["depth"] == 12
 
 
@@ -119,60 +111,60 @@ def test_force_never_deletes_what_a_crafted_run_json_names_outside_the_run(tmp_p
     out.mkdir()
     name = str(victim) if listed == "VICTIM_ABS" else listed
     (out / "run.json").write_text(json.dumps({"format": "distilkit-run/1", "recipe": "tiny-s", "stages": ["teacher", name]}))
-    assert _cli(ARGS + ["--out", str(out), "--force"]) == 2
+    assert cli_exit_code(ARGS + ["--out", str(out), "--force"]) == 2
     assert "is not a stage name; not wiping" in capsys.readouterr().err
     assert (victim / "precious.txt").read_text() == "keep me" and (out / "run.json").exists()
 
 
 def test_dry_run_prints_plan_and_writes_nothing(tmp_path, capsys):
     out = str(tmp_path / "never")
-    assert _cli(ARGS + ["--out", out, "--dry-run"]) == 0
+    assert cli_exit_code(ARGS + ["--out", out, "--dry-run"]) == 0
     text = capsys.readouterr().out
     for stage in STAGES:
         assert stage in text
     assert "removes layers [0, 3, 6, 9]" in text and "t4/16+score" in text
     assert not os.path.exists(out)
-    assert _cli(["prune", "--dry-run"]) == 0  # the shipped demo plan
+    assert cli_exit_code(["prune", "--dry-run"]) == 0  # the shipped demo plan
     text = capsys.readouterr().out
     assert "mixformerv2-s: plan (demo budget)" in text and "mlp-ratio-1" in text
 
 
 def test_bad_inputs_fail_before_training(tmp_path, capsys):
     out = str(tmp_path / "run")
-    assert _cli(ARGS + ["--out", out, "--data", f"got10k:{tmp_path / 'nope'}"]) == 2
+    assert cli_exit_code(ARGS + ["--out", out, "--data", f"got10k:{tmp_path / 'nope'}"]) == 2
     assert "dataset directory not found" in capsys.readouterr().err
-    assert _cli(ARGS + ["--out", out, "--data", "foo:bar"]) == 2  # the kind is wrong, not the directory
+    assert cli_exit_code(ARGS + ["--out", out, "--data", "foo:bar"]) == 2  # the kind is wrong, not the directory
     assert "unknown dataset 'foo'" in capsys.readouterr().err
     bad = tmp_path / "teacher.pth.tar"
     bad.write_bytes(b"not a checkpoint")
-    assert _cli(ARGS + ["--out", out, "--teacher", str(bad)]) == 2
+    assert cli_exit_code(ARGS + ["--out", out, "--teacher", str(bad)]) == 2
     assert "teacher.pth.tar" in capsys.readouterr().err
-    assert _cli(ARGS + ["--out", out, "--teacher", str(tmp_path / "missing")]) == 2
+    assert cli_exit_code(ARGS + ["--out", out, "--teacher", str(tmp_path / "missing")]) == 2
     assert "no such file or directory" in capsys.readouterr().err
-    assert _cli(ARGS + ["--out", out, "--budget", "huge"]) == 2
+    assert cli_exit_code(ARGS + ["--out", out, "--budget", "huge"]) == 2
     assert "has no budget 'huge'" in capsys.readouterr().err
-    assert _cli(["prune", "--recipe", TINY, "--budget", "tiny", "--seed", "-1", "--out", out]) == 2  # numpy refuses it
+    assert cli_exit_code(["prune", "--recipe", TINY, "--budget", "tiny", "--seed", "-1", "--out", out]) == 2  # numpy refuses it
     assert "--seed" in capsys.readouterr().err
     lone = tmp_path / "got" / "train" / "GOT-10k_Train_000001"  # one fully visible video: no negatives
     lone.mkdir(parents=True)
     for i in range(3):
         Image.new("RGB", (64, 48)).save(lone / f"{i + 1:08d}.jpg")
     (lone / "groundtruth.txt").write_text("10,10,20,20\n" * 3)
-    assert _cli(ARGS + ["--out", out, "--data", f"got10k:{tmp_path / 'got'}"]) == 2
+    assert cli_exit_code(ARGS + ["--out", out, "--data", f"got10k:{tmp_path / 'got'}"]) == 2
     assert "negative samples need a second sequence" in capsys.readouterr().err
-    assert _cli(ARGS + ["--out", out, "--device", "tpu"]) == 2
+    assert cli_exit_code(ARGS + ["--out", out, "--device", "tpu"]) == 2
     assert "--device 'tpu' is not a device" in capsys.readouterr().err
     if not torch.cuda.is_available():
-        assert _cli(ARGS + ["--out", out, "--device", "cuda"]) == 2
+        assert cli_exit_code(ARGS + ["--out", out, "--device", "cuda"]) == 2
         assert "CUDA is not available" in capsys.readouterr().err
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    assert _cli(ARGS + ["--out", str(blocker)]) == 2
+    assert cli_exit_code(ARGS + ["--out", str(blocker)]) == 2
     assert "exists and is not a directory" in capsys.readouterr().err
     broken = tmp_path / "broken-run"
     broken.mkdir()
     (broken / "run.json").write_text("{half")
-    assert _cli(ARGS + ["--out", str(broken), "--resume"]) == 2
+    assert cli_exit_code(ARGS + ["--out", str(broken), "--resume"]) == 2
     assert "run.json: unreadable" in capsys.readouterr().err
     assert not os.path.exists(out)
 
@@ -187,7 +179,7 @@ def test_recipe_mistakes_fail_before_anything_trains(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     out = tmp_path / "run"
-    assert _cli(["prune", "--recipe", str(path), "--budget", "tiny", "--out", str(out)]) == 2
+    assert cli_exit_code(["prune", "--recipe", str(path), "--budget", "tiny", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     line = next(i for i, text in enumerate(open(path, encoding="utf-8"), 1) if "remove:" in text)
     assert f"{path}:{line}: stages[2].remove: stage 'pmdp-8': cannot remove layer(s) [19] of a 12-layer model" in err
@@ -198,7 +190,7 @@ def test_teacher_from_a_saved_model(tiny_run, tmp_path):
     """Also: --resume where there is nothing to resume says so and starts afresh."""
     out = str(tmp_path / "run")
     teacher = os.path.join(tiny_run, "teacher", "model")
-    assert _cli(ARGS + ["--out", out, "--teacher", teacher, "--resume"]) == 0
+    assert cli_exit_code(ARGS + ["--out", out, "--teacher", teacher, "--resume"]) == 0
     assert f"--resume: nothing to resume in {out} (no earlier run there); starting a fresh run" in open(os.path.join(out, "prune.log")).read()
     row = json.load(open(os.path.join(out, "teacher", "metrics.json")))
     assert row["source"] == teacher and row["seconds"] == 0.0
@@ -214,7 +206,7 @@ def test_teacher_from_an_official_checkpoint(tiny_run, tmp_path):
     ckpt = str(tmp_path / "MixViT_B_corner_ep0500.pth.tar")
     torch.save({"net": teacher.state_dict(), "epoch": 500, "net_type": "MixFormer"}, ckpt)
     out = str(tmp_path / "run")
-    assert _cli(ARGS + ["--out", out, "--teacher", ckpt]) == 0
+    assert cli_exit_code(ARGS + ["--out", out, "--teacher", ckpt]) == 0
     row = json.load(open(os.path.join(out, "teacher", "metrics.json")))
     assert row["source"] == ckpt and row["seconds"] == 0.0
     _same_weights(tiny_run, out)  # the same teacher weights, so the same route
@@ -235,7 +227,7 @@ def test_non_finite_loss_stops_with_part_and_step(tmp_path, monkeypatch, capsys)
 
     monkeypatch.setattr(losses.StageLoss, "__call__", poisoned)
     out = str(tmp_path / "run")
-    assert _cli(ARGS + ["--out", out]) == 2
+    assert cli_exit_code(ARGS + ["--out", out]) == 2
     err = capsys.readouterr().err
     assert "stage 'pmdp-8': non-finite loss part 'l1' = nan at step 6 (epoch 1)" in err
     assert "last good checkpoint" in err

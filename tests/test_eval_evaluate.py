@@ -140,9 +140,9 @@ def test_cli_eval_constant_on_synthetic(tmp_path):
     for col in ("AUC", "P", "NP", "constant"):
         assert col in result.output
     summary = json.loads((out / "constant" / "summary.json").read_text())
-    assert summary["overall"]["sequences"] == 20 and 0 < summary["overall"]["auc"] < 1
+    assert summary["overall"]["sequences"] == 40 and 0 < summary["overall"]["auc"] < 1  # the demo's held-out split
     assert (out / "constant" / "synthetic-test-0000.txt").is_file() and (out / "success.png").is_file()
-    expected = SyntheticTracking(num_sequences=20, length=100, seed=0, split="test")[0]
+    expected = SyntheticTracking(num_sequences=40, length=60, image_size=(192, 144), seed=0, split="test")[0]
     assert summary["sequences"]["synthetic-test-0000"]["frames"] == len(expected)
     again = runner.invoke(app, ["eval", "constant", "--data", "synthetic:2", "--compare", str(out), "--no-progress",
                                 "--out", str(tmp_path / "run2")])

@@ -219,7 +219,7 @@ def test_data_without_ground_truth_beyond_frame_0_is_refused(tmp_path):
 
 def test_concatenated_eval_sets_list_their_names_without_building_sequences(monkeypatch):
     from distilkit.data import SyntheticTracking
-    from distilkit.recipes.runner import _Concat
+    from distilkit.recipes.datasets import Concat as _Concat
 
     parts = [SyntheticTracking(2, 4, seed=0, split="test"), SyntheticTracking(1, 4, seed=5, split="train")]
     monkeypatch.setattr(SyntheticTracking, "scene", lambda self, i: pytest.fail("names built a scene"))

@@ -48,11 +48,24 @@ def test_report_has_every_stage_and_the_final_architecture(tiny_run):
     report = json.load(open(os.path.join(tiny_run, "report.json")))
     assert report["recipe"] == "tiny-s" and report["budget"] == "tiny" and report["data"] == "synthetic"
     assert report["baseline"]["name"] == "constant-box" and 0.0 <= report["baseline"]["auc"] <= 1.0
+    assert [b["name"] for b in report["baselines"]] == ["constant-box", "csrt", "kcf"]
+    for b in report["baselines"]:
+        assert 0.0 <= b["auc"] <= 1.0 and b["fps"] > 0, b
     names = [s["name"] for s in report["stages"]]
     assert names == STAGES
-    keys = {"name", "depth", "mlp_ratio", "params", "macs", "fps", "auc", "precision", "norm_precision", "seconds"}
+    keys = {"name", "depth", "mlp_ratio", "params", "macs", "fps", "frame_ms", "frame_fps", "auc", "precision",
+            "norm_precision", "seconds"}
     for s in report["stages"]:
         assert keys <= set(s)
+        assert s["frame_ms"] > 0 and s["frame_fps"] == pytest.approx(1e3 / s["frame_ms"])
+    score = report["stages"][-1]
+    assert 0.0 <= score["auc_no_update"] <= 1.0 and score["update_interval"] == 25 and 0.0 <= score["score_accuracy"] <= 1.0
+    assert all("auc_no_update" not in s for s in report["stages"][:-1])  # no score head, no online update
+    md = open(os.path.join(tiny_run, "report.md")).read()
+    for row in ("| constant-box (baseline) |", "| csrt (baseline) |", "| kcf (baseline) |", "frame ms", "without"):
+        assert row in md, row
+    assert report["eval_command"] == (f"distilkit eval {os.path.join(tiny_run, 'score', 'model')} "
+                                      f"--data synthetic-test:{TINY}@tiny") and report["eval_command"] in md
     depths = [s["depth"] for s in report["stages"]]
     assert depths == [12, 12, 8, 4, 4, 4]
     final = report["stages"][-1]
@@ -75,6 +88,90 @@ def test_report_has_every_stage_and_the_final_architecture(tiny_run):
     assert pmdp4["feature_pairs_after"] == [[0, 1], [1, 3], [2, 5], [3, 7]]
     for stage in STAGES:
         assert not os.path.exists(os.path.join(tiny_run, stage, "checkpoint.safetensors"))
+
+
+def test_the_reports_eval_command_scores_the_same_sequences_alike(tiny_run, tmp_path):
+    """`distilkit eval` with the command the report prints tracks the report's held-out sequences with the same
+    tracker settings, so it gives the report's AUC."""
+    import shlex
+
+    report = json.load(open(os.path.join(tiny_run, "report.json")))
+    out = tmp_path / "again"
+    argv = shlex.split(report["eval_command"])[1:] + ["--out", str(out), "--no-progress", "--name", "final"]
+    assert cli_exit_code(argv) == 0
+    summary = json.load(open(out / "final" / "summary.json"))
+    assert sorted(summary["sequences"]) == sorted(json.load(open(os.path.join(tiny_run, "baseline", "constant-box",
+                                                                               "summary.json")))["sequences"])
+    assert summary["overall"]["auc"] == pytest.approx(report["stages"][-1]["auc"], abs=1e-3)
+
+
+def test_until_stops_after_that_stage_and_resume_runs_the_rest(tiny_run, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert cli_exit_code(ARGS + ["--out", out, "--until", "dense-to-sparse"]) == 0
+    report = json.load(open(os.path.join(out, "report.json")))
+    assert [s["name"] for s in report["stages"]] == ["teacher", "dense-to-sparse"]
+    assert not os.path.exists(os.path.join(out, "pmdp-8"))
+    before = os.path.getmtime(os.path.join(out, "dense-to-sparse", "metrics.json"))
+    assert cli_exit_code(ARGS + ["--out", out, "--resume"]) == 0
+    assert [s["name"] for s in json.load(open(os.path.join(out, "report.json")))["stages"]] == STAGES
+    assert os.path.getmtime(os.path.join(out, "dense-to-sparse", "metrics.json")) == before
+    _same_weights(tiny_run, out)  # stopping and going on changes nothing
+    capsys.readouterr()
+    assert cli_exit_code(ARGS + ["--out", str(tmp_path / "x"), "--until", "pmdp-9"]) == 2
+    err = capsys.readouterr().err
+    assert "--until 'pmdp-9': recipe tiny-s has no such stage; its stages are teacher, dense-to-sparse" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
+def _recipe_with_shipped_teacher(tmp_path, monkeypatch, teacher_model: str) -> str:
+    """The tiny recipe whose budget names a shipped teacher `tiny-teacher` (a copy of `teacher_model`), in a
+    shipped-teachers folder of the test's own."""
+    import shutil
+
+    import yaml
+
+    import distilkit.recipes.teachers as teachers
+
+    shipped = tmp_path / "teachers"
+    shutil.copytree(teacher_model, shipped / "tiny-teacher")
+    monkeypatch.setattr(teachers, "SHIPPED_TEACHERS_DIR", shipped)
+    data = yaml.safe_load(open(TINY, encoding="utf-8"))
+    data["budgets"]["tiny"]["teacher"] = "tiny-teacher"
+    path = tmp_path / "shipped.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(path)
+
+
+def test_a_budget_starts_from_its_shipped_teacher_unless_told_otherwise(tiny_run, tmp_path, monkeypatch):
+    recipe = _recipe_with_shipped_teacher(tmp_path, monkeypatch, os.path.join(tiny_run, "teacher", "model"))
+    args = ["prune", "--recipe", recipe, "--budget", "tiny", "--seed", "3", "--until", "dense-to-sparse"]
+    out = str(tmp_path / "shipped")
+    assert cli_exit_code(args + ["--out", out]) == 0
+    row = json.load(open(os.path.join(out, "teacher", "metrics.json")))
+    assert row["source"] == "shipped:tiny-teacher" and row["seconds"] == 0.0
+    assert "teacher shipped:tiny-teacher" in open(os.path.join(out, "prune.log")).read()
+    for stage in ("teacher", "dense-to-sparse"):
+        wa, wb = _weights(tiny_run, stage), _weights(out, stage)
+        assert all(wa[k].equal(wb[k]) for k in wa), stage  # the same teacher as the run that trained it
+    trained = str(tmp_path / "trained")
+    assert cli_exit_code(args + ["--out", trained, "--teacher", "none", "--until", "teacher"]) == 0
+    row = json.load(open(os.path.join(trained, "teacher", "metrics.json")))
+    assert "source" not in row and row["seconds"] > 0
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_a_missing_or_corrupt_shipped_teacher_is_one_clear_error(tiny_run, tmp_path, monkeypatch, capsys, damage):
+    recipe = _recipe_with_shipped_teacher(tmp_path, monkeypatch, os.path.join(tiny_run, "teacher", "model"))
+    weights = tmp_path / "teachers" / "tiny-teacher" / "model.safetensors"
+    if damage == "missing":
+        weights.unlink()
+    else:
+        weights.write_bytes(weights.read_bytes()[:100])
+    out = tmp_path / "run"
+    assert cli_exit_code(["prune", "--recipe", recipe, "--budget", "tiny", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "tiny-teacher" in err and str(weights) in err, err
+    assert not out.exists()
 
 
 def test_stage_models_reload(tiny_run):

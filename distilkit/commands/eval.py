@@ -11,10 +11,6 @@ from distilkit.errors import DistilkitError
 from distilkit.limits import MAX_THREADS
 from distilkit.names import check_plain_name
 
-# online-template update interval where the model family has no official one (official: tracker.UPDATE_INTERVALS)
-UPDATE_INTERVAL = {"synthetic": 25}
-
-
 class _FirstN:
     """The first `n` sequences of a dataset (all when n is None), keeping its protocol name and root."""
 
@@ -92,11 +88,10 @@ def _tracker_factory(spec: str, dataset_name: str, update_interval: Optional[int
         make_baseline(spec)  # fail now (e.g. OpenCV missing), not inside the loop
         return lambda: make_baseline(spec)
     from distilkit.trackers.mixformerv2 import MixFormerV2Tracker
-    from distilkit.trackers.mixformerv2.tracker import official_update_interval
+    from distilkit.trackers.mixformerv2.tracker import default_update_interval
 
     model = prepared if prepared is not None else _prepare_model(spec, device, compile_)
-    interval = (update_interval or official_update_interval(model.config.name, dataset_name)
-                or UPDATE_INTERVAL.get(dataset_name, 200))
+    interval = update_interval or default_update_interval(model.config.name, dataset_name)
     return lambda: MixFormerV2Tracker(model, update_interval=interval, device=device, prepack=False)
 
 
@@ -135,7 +130,7 @@ def _table(rows: list[Any], title: str) -> Any:
 
 def eval_command(
     model: str = typer.Argument(..., help="Baseline (constant, csrt, kcf), distilkit model name, or a saved model directory."),
-    data: str = typer.Option("synthetic", "--data", help="Datasets: synthetic[:N], got10k:DIR, lasot:DIR, trackingnet:DIR (comma-separated)."),
+    data: str = typer.Option("synthetic", "--data", help="Datasets: synthetic[:N] (the demo's held-out split), synthetic-test:RECIPE[@BUDGET] (the split that recipe's report scored), got10k:DIR, lasot:DIR, trackingnet:DIR (comma-separated)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write <out>/<tracker>/<seq>.txt, summary.json and <out>/success.png."),
     compare: Optional[list[Path]] = typer.Option(None, "--compare", help="Earlier result folder(s) to compare with (repeatable)."),
     sequences: Optional[int] = typer.Option(None, "--sequences", min=1, help="Evaluate only the first N sequences of each dataset."),
@@ -151,8 +146,8 @@ def eval_command(
     """Evaluate a tracker (or baseline) with the pytracking one-pass protocol; print AUC / P / NP."""
     from rich.console import Console
 
-    from distilkit.data import load_datasets
     from distilkit.eval.baselines import BASELINES
+    from distilkit.recipes.datasets import eval_datasets
     from distilkit.eval.evaluate import check_unique_names, combine_results, evaluate, plot_success
 
     from distilkit.recipes.distributed import check_device
@@ -170,7 +165,7 @@ def eval_command(
         from distilkit.io import make_output_dir
 
         make_output_dir(out, f"--out {out}")
-    datasets = [_FirstN(d, sequences) for d in load_datasets(data, split="test")]
+    datasets = [_FirstN(d, sequences) for d in eval_datasets(data)]
     check_unique_names(datasets)  # before tracking: one name would overwrite the other's result files
     if threads is not None:
         import torch

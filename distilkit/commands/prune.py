@@ -38,7 +38,7 @@ def prune(
     budget: Optional[str] = typer.Option(None, "--budget", help="Budget from the recipe: demo (default with synthetic data) or paper (default with real data)."),
     data: str = typer.Option("synthetic", "--data", help="Training data: synthetic[:N], got10k:DIR, lasot:DIR, trackingnet:DIR, coco:DIR; comma-separated to mix."),
     eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Evaluation data (same syntax, test splits; not coco, training data only); default: the held-out synthetic test split."),
-    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher checkpoint (distilkit model dir or official .pth.tar); skips teacher training."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher checkpoint (distilkit model dir or official .pth.tar), or none to train it here. Default: the budget's shipped teacher (the demo has one), else trained here."),
     init_backbone: Optional[str] = typer.Option(None, "--init-backbone", help="MAE ViT-B checkpoint (e.g. mae_pretrain_vit_base.pth) that the teacher (when trained here) and the first distilled student start from, as in the official route."),
     out: Optional[str] = typer.Option(None, "--out", help="Output directory (default runs/<recipe>)."),
     seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help=f"Random seed (models, sampling), 0 to {MAX_SEED}."),
@@ -46,6 +46,7 @@ def prune(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan: each stage's architecture, params and MACs; train nothing."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available; torchrun picks cuda:LOCAL_RANK)."),
+    until: Optional[str] = typer.Option(None, "--until", help="Stop after this stage (e.g. teacher); a later --resume without it runs the rest."),
 ) -> None:
     """Run a compression recipe end to end: teacher, distillation and pruning stages, evaluation, report."""
     from rich.console import Console
@@ -57,7 +58,7 @@ def prune(
         raise DistilkitError("--resume and --force contradict each other: pick one")
     opts = PruneOptions(recipe=recipe, budget=budget, data=data, eval_data=eval_data, teacher=teacher,
                         init_backbone=init_backbone, out=out,
-                        seed=seed, resume=resume, force=force, dry_run=dry_run, device=device)
+                        seed=seed, resume=resume, force=force, dry_run=dry_run, device=device, until=until)
     run = RecipeRun(opts, Console(stderr=True))
     result = run.run()
     if dry_run:

@@ -134,6 +134,13 @@ class PairSampler(torch.utils.data.Dataset):
         weights = sizes if dataset_weights == "sequences" else (sizes > 0).astype(np.float64)
         self.p_datasets = weights / weights.sum()
 
+    def warm_up(self) -> None:
+        """Let every dataset that can prepare its sequences in this process do so (`SyntheticTracking.warm_up`),
+        before DataLoader workers fork from it."""
+        for dataset in self.datasets:
+            if hasattr(dataset, "warm_up"):
+                dataset.warm_up()
+
     def set_epoch(self, epoch: int) -> None:
         """Samples depend on (seed, epoch, index). DataLoader workers hold a copy of the sampler: with
         `persistent_workers=True` they keep the epoch they started with, so leave that off."""

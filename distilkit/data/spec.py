@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from distilkit.checks import is_ascii_digits
 from distilkit.data.readers import COCO, GOT10k, LaSOT, TrackingNet
-from distilkit.data.synthetic import SyntheticTracking
+from distilkit.data.synthetic import DEMO_IMAGE_SIZE, DEMO_LENGTH, DEMO_TEST_SEQUENCES, DEMO_TRAIN_SEQUENCES, SyntheticTracking
 from distilkit.errors import DistilkitError
 from distilkit.limits import MAX_SEQUENCES
 
 SPEC_KINDS = ("synthetic", "got10k", "lasot", "trackingnet", "coco")
 #: Kinds without a tracking protocol (still images): training data only.
 TRAIN_ONLY_KINDS = ("coco",)
-# built-in synthetic sizes: training set and held-out evaluation set
-SYNTHETIC_DEFAULTS = {"train": dict(num_sequences=200, length=100, seed=0),
-                      "test": dict(num_sequences=20, length=100, seed=0)}
+# built-in synthetic sizes (the demo splits): training set and held-out evaluation set
+SYNTHETIC_DEFAULTS = {"train": dict(num_sequences=DEMO_TRAIN_SEQUENCES, length=DEMO_LENGTH, seed=0, image_size=DEMO_IMAGE_SIZE),
+                      "test": dict(num_sequences=DEMO_TEST_SEQUENCES, length=DEMO_LENGTH, seed=0, image_size=DEMO_IMAGE_SIZE)}
 
 
 def synthetic_count(arg: str) -> int:

@@ -22,29 +22,55 @@ from PIL import Image
 
 from distilkit.atomic import atomic_path
 from distilkit.data.sequence import Sequence
+from distilkit.data.textures import photo_variant, procedural_names, procedural_texture, variant_names
 from distilkit.errors import DistilkitError
 from distilkit.limits import MAX_IMAGE_SIDE, MAX_LENGTH, MAX_SEQUENCES, MIN_IMAGE_SIDE
 
 TRAIN_PHOTOS = ("astronaut", "coffee", "rocket", "hubble_deep_field", "brick", "grass", "camera", "coins", "moon")
+#: More scikit-image pictures for training only (never in the test pool).
+EXTRA_TRAIN_PHOTOS = ("cell", "logo", "text", "microaneurysms", "shepp_logan_phantom", "checkerboard")
 TEST_PHOTOS = ("chelsea", "immunohistochemistry", "retina", "colorwheel", "gravel", "clock", "page")
-PHOTO_POOLS = {"train": TRAIN_PHOTOS, "test": TEST_PHOTOS}
+#: Training sources: the photos, 20 variants of each (crop, rotation, mirror, recolouring) and 400
+#: procedural textures (distilkit.data.textures), so that a learned tracker does not memorise nine photos.
+TRAIN_SOURCES = (TRAIN_PHOTOS + EXTRA_TRAIN_PHOTOS + variant_names(TRAIN_PHOTOS + EXTRA_TRAIN_PHOTOS, 20)
+                 + procedural_names(400))
+PHOTO_POOLS = {"train": TRAIN_SOURCES, "test": TEST_PHOTOS}
 _SPLIT_STREAM = {"train": 0x7A11, "test": 0x7E57}
+#: The built-in synthetic splits, defined once: `SyntheticTracking()` and `--data synthetic` default to them, and the
+#: demo budgets of the shipped recipes use them (a test pins that), so every "synthetic test split" is one set of
+#: videos: 40 held-out sequences of 60 frames at 192 × 144, seed 0.
+DEMO_TRAIN_SEQUENCES, DEMO_TEST_SEQUENCES, DEMO_LENGTH, DEMO_IMAGE_SIZE = 200, 40, 60, (192, 144)
 VISIBLE_MIN_FRACTION = 0.1  # target pixels that must stay unoccluded for the frame to count as visible
-_CACHE_VERSION = 1
+_SCENE_CACHE = 2048  # scenes kept per process (a scene is tens of kB; photos and textures are shared)
+_CACHE_VERSION = 2  # 2: training videos draw from TRAIN_SOURCES (test videos are unchanged)
 
 
-@functools.lru_cache(maxsize=64)
-def _photo(name: str, min_w: int, min_h: int) -> np.ndarray:
-    """Photo `name` as RGB uint8, resized once so that it covers at least min_w × min_h."""
+@functools.lru_cache(maxsize=32)
+def _raw_photo(name: str) -> np.ndarray:
+    """scikit-image picture `name` as RGB uint8 at its own size."""
     import skimage.data
 
     img = np.asarray(getattr(skimage.data, name)())
     if name == "retina":  # dark border around the fundus: keep the centre
         h, w = img.shape[:2]
         img = img[int(0.2 * h) : int(0.8 * h), int(0.2 * w) : int(0.8 * w)]
+    if img.dtype != np.uint8:  # bool masks and float phantoms (training extras only)
+        img = np.round(np.clip(img.astype(np.float64) / max(float(img.max()), 1e-12), 0, 1) * 255)
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
-    img = np.ascontiguousarray(img[..., :3]).astype(np.uint8)
+    return np.ascontiguousarray(img[..., :3]).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=1024)  # every training source once per DataLoader worker (about 140 kB each at 192×144)
+def _photo(name: str, min_w: int, min_h: int) -> np.ndarray:
+    """Source `name` (a photo, `photo@k` variant or `procedural-i` texture) as RGB uint8, resized once so
+    that it covers at least min_w × min_h."""
+    if name.startswith("procedural-"):
+        return procedural_texture(int(name.rpartition("-")[2]), min_w, min_h)
+    base, _, k = name.partition("@")
+    if k:
+        return photo_variant(_raw_photo(base), base, int(k), min_w, min_h)
+    img = _raw_photo(name)
     h, w = img.shape[:2]
     s = max(min_w / w, min_h / h)
     size = (max(min_w, math.ceil(w * s)), max(min_h, math.ceil(h * s)))
@@ -96,6 +122,7 @@ class _Scene:
         self.size, self.length = size, length
         t = np.arange(length, dtype=np.float64)
         bg_name, tg_name = rng.choice(photos, size=2, replace=False)
+        self.sources = (str(bg_name), str(tg_name))  # background and target source names
         self.background = _photo(str(bg_name), math.ceil(1.3 * W), math.ceil(1.3 * H))
         target_photo = _photo(str(tg_name), math.ceil(1.3 * W), math.ceil(1.3 * H))
 
@@ -227,7 +254,8 @@ class _RenderedFrames(SequenceABC):
 class SyntheticTracking:
     """Deterministic synthetic tracking videos from scikit-image photos (no download needed).
 
-    `dataset[i]` is a `Sequence` named `synthetic-<split>-<i>` whose frames render on access;
+    `dataset[i]` is a `Sequence` named `synthetic-<split>-<i>` whose frames render on access; the defaults are the
+    demo splits (DEMO_*: `SyntheticTracking(split="test")` is the held-out set every demo report scores);
     with `cache_dir` the rendered frames are stored as .npz once and reloaded.
     """
 
@@ -235,15 +263,17 @@ class SyntheticTracking:
 
     def __init__(
         self,
-        num_sequences: int = 100,
-        length: int = 100,
+        num_sequences: int | None = None,
+        length: int = DEMO_LENGTH,
         seed: int = 0,
-        image_size: tuple[int, int] = (320, 240),
+        image_size: tuple[int, int] = DEMO_IMAGE_SIZE,
         split: str = "train",
         cache_dir: str | os.PathLike | None = None,
     ):
         if split not in PHOTO_POOLS:
             raise DistilkitError(f"synthetic split must be 'train' or 'test', got {split!r}")
+        if num_sequences is None:
+            num_sequences = DEMO_TRAIN_SEQUENCES if split == "train" else DEMO_TEST_SEQUENCES
         if not (1 <= num_sequences <= MAX_SEQUENCES and 2 <= length <= MAX_LENGTH):
             raise DistilkitError(f"synthetic data needs num_sequences in [1, {MAX_SEQUENCES}] and length in "
                                  f"[2, {MAX_LENGTH}], got {num_sequences}, {length}")
@@ -282,7 +312,13 @@ class SyntheticTracking:
                         scene.visible_fraction >= VISIBLE_MIN_FRACTION, dataset=self.name,
                         attributes={"visible_fraction": scene.visible_fraction})
 
-    @functools.lru_cache(maxsize=32)  # noqa: B019 - the sampler revisits sequences; scenes are small
+    def warm_up(self) -> None:
+        """Build every scene now (up to the scene cache's size): DataLoader workers forked afterwards inherit them
+        instead of each rebuilding them in every epoch."""
+        for i in range(min(len(self), _SCENE_CACHE)):
+            self.scene(i)
+
+    @functools.lru_cache(maxsize=_SCENE_CACHE)  # noqa: B019 - the sampler revisits sequences; a scene is tens of kB
     def scene(self, i: int) -> _Scene:
         """The parameters of sequence i (deterministic in seed, split and i)."""
         rng = np.random.default_rng([self.seed, _SPLIT_STREAM[self.split], i])

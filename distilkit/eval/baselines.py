@@ -1,4 +1,4 @@
-"""Reference trackers to put numbers in context: a constant box, and OpenCV's CSRT/KCF when installed."""
+"""Reference trackers to put numbers in context: a constant box, and OpenCV's CSRT/KCF (a dependency of distilkit)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class ConstantBoxTracker:
 
 
 def opencv_available(kind: str = "csrt") -> bool:
-    """Whether OpenCV with the contrib trackers (`pip install distilkit[opencv]`) is importable."""
+    """Whether OpenCV with the contrib trackers (opencv-contrib-python-headless, a dependency) is importable."""
     try:
         _opencv_factory(kind)
     except DistilkitError:
@@ -33,8 +33,8 @@ def _opencv_factory(kind: str):
         import cv2
     except ImportError:
         raise DistilkitError(
-            f"the {kind.upper()} baseline needs OpenCV's contrib trackers: pip install 'distilkit[opencv]' "
-            "(opencv-contrib-python-headless)"
+            f"the {kind.upper()} baseline needs OpenCV's contrib trackers, a distilkit dependency that is missing "
+            "here: pip install opencv-contrib-python-headless"
         ) from None
     name = {"csrt": "TrackerCSRT_create", "kcf": "TrackerKCF_create"}[kind]
     for module in (cv2, getattr(cv2, "legacy", None)):

@@ -76,32 +76,37 @@ def restore_grad(model: nn.Module, flags: dict[str, bool]) -> None:
         p.requires_grad_(flags.get(name, p.requires_grad))
 
 
-def load_teacher(path: str, stage: Stage, budget: Budget) -> MixFormerV2:
-    """`--teacher`: a distilkit.io model directory or an official `.pth.tar` (loaded into the stage's model)."""
+def load_teacher(path: str, stage: Stage, budget: Budget, label: str | None = None) -> MixFormerV2:
+    """`--teacher`: a distilkit.io model directory or an official `.pth.tar` (loaded into the stage's model);
+    `label` names it in errors (default `--teacher PATH`; e.g. a shipped teacher)."""
+    where = f"--teacher {path}" if label is None or label == path else f"teacher {label} ({path})"
     if os.path.isdir(path):
-        model = dio.load(path)
+        try:
+            model = dio.load(path)
+        except DistilkitError as err:
+            raise DistilkitError(f"{where}: {err}") from None
         if not isinstance(model, MixFormerV2):
-            raise DistilkitError(f"--teacher {path}: not a MixFormerV2 model ({type(model).__name__})")
+            raise DistilkitError(f"{where}: not a MixFormerV2 model ({type(model).__name__})")
     elif os.path.isfile(path):
         model = build_stage_model(stage, budget)
         report = load_official_checkpoint(model, path)
         if report.missing:
             shown = ", ".join(report.missing[:5]) + (" ..." if len(report.missing) > 5 else "")
             raise DistilkitError(
-                f"--teacher {path}: {len(report.missing)} weights of {model_name(stage, budget)} are not in the "
+                f"{where}: {len(report.missing)} weights of {model_name(stage, budget)} are not in the "
                 f"checkpoint ({shown}); is it the right model and --budget?"
             )
     else:
-        raise DistilkitError(f"--teacher {path}: no such file or directory")
+        raise DistilkitError(f"{where}: no such file or directory")
     cfg, expected = model.config, stage_config(stage, budget)
     if cfg.head != expected.head:
         raise DistilkitError(
-            f"--teacher {path}: a {cfg.head!r}-head model, but stage {stage.name!r} builds {model_name(stage, budget)} "
+            f"{where}: a {cfg.head!r}-head model, but stage {stage.name!r} builds {model_name(stage, budget)} "
             f"with a {expected.head!r} head; give a teacher of that kind (or change the stage's model)"
         )
     if (cfg.template_size, cfg.search_size) != (budget.template_size, budget.search_size):
         raise DistilkitError(
-            f"--teacher {path}: model takes {cfg.template_size}/{cfg.search_size} px template/search crops but "
+            f"{where}: model takes {cfg.template_size}/{cfg.search_size} px template/search crops but "
             f"the budget uses {budget.template_size}/{budget.search_size}; pick the matching --budget"
         )
     return model

@@ -37,11 +37,13 @@ from distilkit.recipes.schema import Recipe, is_stage_name
 
 RUN_FILE, RUN_FORMAT, MARKER, LOG_FILE = "run.json", "distilkit-run/1", ".distilkit-run", "prune.log"
 METRICS, MODEL_DIR, EVAL_DIR, BASELINE_DIR = "metrics.json", "model", "eval", "baseline"
+NO_UPDATE_EVAL_DIR = "eval-no-update"  # a score-head stage evaluated without online template updates
+BASELINE_LABELS = ("constant-box", "csrt", "kcf")  # the reference trackers, one folder each under baseline/
 CHECKPOINT, SUMMARY = "checkpoint.safetensors", "summary.json"
 _MODEL_FILES = ("model.safetensors", "arch.json")  # what distilkit.io.save writes
 _TOP_FILES = (LOG_FILE, REPORT_JSON, REPORT_MD, PLOT, RUN_FILE)  # run.json last: a half-done wipe stays ours
 _LEGACY = {"recipe": str, "recipe_sha256": str, "stages": list, "version": str}  # run.json before the format mark
-_ROW = ("name", "depth", "mlp_ratio", "params", "macs", "fps", "auc", "precision", "norm_precision", "seconds")
+_ROW = ("name", "depth", "mlp_ratio", "params", "macs", "fps", "frame_fps", "auc", "precision", "norm_precision", "seconds")
 
 
 @dataclass
@@ -155,10 +157,10 @@ def prepare_out_dir(out: str, recipe: Recipe, identity: dict[str, Any], resume: 
 
 def _run_dirs(root: Path, stages: set[str]) -> list[Path]:
     """The folders distilkit writes into: the run folder, each stage's (and its model and eval) and baseline."""
-    dirs = [root, root / BASELINE_DIR]
+    dirs = [root, root / BASELINE_DIR, *(root / BASELINE_DIR / label for label in BASELINE_LABELS)]
     for name in sorted(stages):
         if _real_dir(root / name):  # never into a linked folder
-            dirs += [root / name, root / name / MODEL_DIR, root / name / EVAL_DIR]
+            dirs += [root / name, root / name / MODEL_DIR, root / name / EVAL_DIR, root / name / NO_UPDATE_EVAL_DIR]
     return dirs
 
 
@@ -213,8 +215,9 @@ def wipe(root: Path, stages: set[str]) -> list[str]:
     """Delete a distilkit run's files in `root` for `--force` (the marker stays: the folder remains a run);
     returns what is kept: files distilkit did not write, relative to `root`, sorted."""
     for name in sorted(stages):
-        _clear(root / name, {METRICS, CHECKPOINT}, {MODEL_DIR: set(_MODEL_FILES), EVAL_DIR: _result_names})
-    _clear(root / BASELINE_DIR, _result_names, {})
+        _clear(root / name, {METRICS, CHECKPOINT}, {MODEL_DIR: set(_MODEL_FILES), EVAL_DIR: _result_names,
+                                                     NO_UPDATE_EVAL_DIR: _result_names})
+    _clear(root / BASELINE_DIR, set(), {label: _result_names for label in BASELINE_LABELS})
     for name in _TOP_FILES:
         path = root / name
         if path.is_symlink() or path.is_file():

@@ -15,11 +15,12 @@ def write_json_atomic(path: str, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
-def build_report(recipe: str, budget: str, data: str, eval_data: str, baseline: dict[str, Any],
+def build_report(recipe: str, budget: str, data: str, eval_data: str, baselines: list[dict[str, Any]],
                  stages: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
-    """The report.json document; the teacher is `stages[0]`."""
-    return {"recipe": recipe, "budget": budget, "data": data, "eval_data": eval_data, "baseline": baseline,
-            "stages": stages, **extra}
+    """The report.json document; the teacher is `stages[0]`, `baselines` the reference trackers (constant box
+    first, also kept as `baseline`)."""
+    return {"recipe": recipe, "budget": budget, "data": data, "eval_data": eval_data, "baseline": baselines[0],
+            "baselines": baselines, "stages": stages, **extra}
 
 
 def _fmt_int(n: Any) -> str:
@@ -31,63 +32,82 @@ def _fmt(v: Any, spec: str) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """Human-readable summary table with the teacher and baseline alongside."""
+    """Human-readable summary: every stage beside the teacher and the reference trackers."""
     stages = report["stages"]
     teacher_auc = stages[0].get("auc") if stages else None
-    teacher_fps = stages[0].get("fps") if stages else None
+    teacher_fps = stages[0].get("frame_fps") if stages else None
     lines = [
         f"# distilkit prune: {report['recipe']} ({report['budget']} budget)",
         "",
         f"- training data: `{report['data']}`; evaluation: `{report['eval_data']}`",
         f"- seed {report.get('seed')}, {report.get('world_size', 1)} process(es), device {report.get('device')}, "
         f"total {report.get('total_seconds', 0) / 60:.1f} min",
-        f"- baseline `{report['baseline']['name']}`: AUC {_fmt(report['baseline']['auc'], '.3f')}",
+    ]
+    if report.get("eval_command"):
+        lines.append(f"- evaluate the final model again on the same sequences: `{report['eval_command']}`")
+    lines += [
         "",
-        "| stage | depth | MLP ratio | head | params | MACs | CPU ms | FPS | speed-up | AUC | P | NP | AUC / teacher | train s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| stage | depth | MLP ratio | head | params | MACs | full ms | frame ms | frame FPS | speed-up | AUC | P | NP "
+        "| AUC / teacher | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in stages:
-        speed = s["fps"] / teacher_fps if teacher_fps and isinstance(s.get("fps"), float) else None
+        speed = s["frame_fps"] / teacher_fps if teacher_fps and isinstance(s.get("frame_fps"), float) else None
         keep = s["auc"] / teacher_auc if teacher_auc and isinstance(s.get("auc"), float) else None
         head = s.get("head", "") + (" + score" if s.get("score_head") else "")
         lines.append(
             f"| {s['name']} | {s['depth']} | {_fmt(s['mlp_ratio'], 'g')} | {head} | {_fmt_int(s['params'])} | "
-            f"{_fmt_int(s['macs'])} | {_fmt(s.get('latency_ms'), '.1f')} | {_fmt(s['fps'], '.1f')} | "
-            f"{_fmt(speed, '.1f')}× | {_fmt(s['auc'], '.3f')} | {_fmt(s['precision'], '.3f')} | "
-            f"{_fmt(s['norm_precision'], '.3f')} | {_fmt(keep, '.0%')} | {_fmt(s['seconds'], '.0f')} |"
+            f"{_fmt_int(s['macs'])} | {_fmt(s.get('latency_ms'), '.1f')} | {_fmt(s.get('frame_ms'), '.1f')} | "
+            f"{_fmt(s.get('frame_fps'), '.0f')} | {_fmt(speed, '.1f')}× | {_fmt(s['auc'], '.3f')} | "
+            f"{_fmt(s['precision'], '.3f')} | {_fmt(s['norm_precision'], '.3f')} | {_fmt(keep, '.0%')} | "
+            f"{_fmt(s['seconds'], '.0f')} |"
         )
+    for b in report.get("baselines", [report["baseline"]]):
+        keep = b["auc"] / teacher_auc if teacher_auc else None
+        lines.append(f"| {b['name']} (baseline) | | | | | | | | {_fmt(b.get('fps'), '.0f')} | | {_fmt(b['auc'], '.3f')} | "
+                     f"{_fmt(b['precision'], '.3f')} | {_fmt(b['norm_precision'], '.3f')} | {_fmt(keep, '.0%')} | |")
     for s in stages:
+        if s.get("auc_no_update") is not None:
+            lines.append(f"\nOnline template updates of `{s['name']}` (every {s.get('update_interval')} frames, frame "
+                         f"picked by the score head): AUC {s['auc']:.3f} with, {s['auc_no_update']:.3f} without "
+                         "(first-frame template throughout).")
         if s.get("score_accuracy") is not None:
             lines.append(f"\nScore head of `{s['name']}`: {s['score_accuracy']:.1%} of 256 held-out pairs (half negatives) "
                          "classified right at sigmoid 0.5.")
     threads = stages[0].get("latency_threads") if stages else None
     lines += ["", f"![AUC vs FPS]({PLOT})", "",
               "AUC / P / NP: success AUC, precision at 20 px and normalised precision at 0.2 on the evaluation set "
-              "(pytracking conventions). CPU ms / FPS: median of one full forward (template, online template, "
-              f"search) at batch 1 in fp32 with {threads} thread(s). MACs: distilkit.profile (exact, attention "
-              "included). train s: optimisation wall time of the stage.", ""]
+              "(pytracking conventions). full ms: median of one full forward (template, online template, search) at "
+              f"batch 1 in fp32 with {threads} thread(s); frame ms / FPS: one `MixFormerV2Tracker.track` step (crop, "
+              "cached templates, search forward, box), what tracking costs per frame; speed-up is per frame against "
+              "the teacher. Baselines: FPS measured while tracking the evaluation set. MACs: distilkit.profile (exact, "
+              "attention included). train s: optimisation wall time of the stage.", ""]
     return "\n".join(lines)
 
 
 def plot_auc_vs_fps(report: dict[str, Any], path: str) -> None:
-    """Scatter of AUC against CPU FPS, one labelled point per stage, the baseline as a line."""
+    """Scatter of AUC against per-frame tracking FPS, one labelled point per stage and per baseline tracker."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    pts = [(s["fps"], s["auc"], s["name"]) for s in report["stages"] if s.get("fps") and s.get("auc") is not None]
+    pts = [(s["frame_fps"], s["auc"], s["name"]) for s in report["stages"] if s.get("frame_fps") and s.get("auc") is not None]
     if pts:
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color="tab:blue")
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color="tab:blue", label="stages")
         for fps, auc, name in pts:
             ax.annotate(name, (fps, auc), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    base = report["baseline"].get("auc")
-    if base is not None:
-        ax.axhline(base, color="tab:gray", ls="--", label=f"{report['baseline']['name']} baseline")
-        ax.legend(loc="lower right", fontsize=8)
+    for b in report.get("baselines", [report["baseline"]]):
+        if b.get("fps"):
+            ax.plot([b["fps"]], [b["auc"]], "s", color="tab:gray")
+            ax.annotate(b["name"], (b["fps"], b["auc"]), textcoords="offset points", xytext=(4, -10), fontsize=8,
+                        color="tab:gray")
+        else:
+            ax.axhline(b["auc"], color="tab:gray", ls="--", label=f"{b['name']} baseline")
+    ax.legend(loc="lower right", fontsize=8)
     ax.set_xscale("log")
-    ax.set_xlabel("CPU FPS (full forward, batch 1, log scale)")
+    ax.set_xlabel("CPU FPS per tracked frame (log scale)")
     ax.set_ylabel("AUC")
     ax.set_title(f"{report['recipe']} ({report['budget']}): accuracy vs speed per stage")
     ax.grid(True, alpha=0.3)

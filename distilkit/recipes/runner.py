@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -22,14 +23,16 @@ from distilkit.errors import DistilkitError
 from distilkit.recipes.amp import check_amp
 from distilkit.recipes.distributed import Dist, code_version, setup, teardown
 from distilkit.recipes.losses import StageLoss, head_problem
-from distilkit.recipes.models import describe, example_inputs, load_teacher, model_name
-from distilkit.recipes.outdir import (BASELINE_DIR, CHECKPOINT, EVAL_DIR, METRICS, MODEL_DIR, Prepared, finished_row,
-                                      prepare_out_dir, write_record)
+from distilkit.recipes.datasets import Concat, datasets_for, default_budget, synthetic_split
+from distilkit.recipes.measure import baselines, cost, measure
+from distilkit.recipes.models import describe, load_teacher, model_name
+from distilkit.recipes.outdir import CHECKPOINT, METRICS, MODEL_DIR, Prepared, finished_row, prepare_out_dir, write_record
 from distilkit.recipes.progress import RunLog
 from distilkit.recipes.report import build_report, write_json_atomic, write_report
-from distilkit.recipes.schema import Budget, Recipe, Stage, effective_losses, load_recipe
+from distilkit.recipes.schema import Recipe, Stage, effective_losses, load_recipe
 from distilkit.recipes.stages import StageProblem, finish_stage, layers_to_remove, setup_stage
 from distilkit.recipes.state import seed_everything
+from distilkit.recipes.teachers import resolve_teacher
 from distilkit.recipes.trainer import Trainer, TrainSettings
 
 
@@ -50,103 +53,15 @@ class PruneOptions:
     force: bool = False
     dry_run: bool = False
     device: Optional[str] = None
-
-
-def _kind(part: str) -> str:
-    """The dataset kind of one `--data` part (`synthetic:20` → synthetic), in any letter case, as
-    `distilkit.data.load_datasets` reads it."""
-    return part.partition(":")[0].strip().lower()
-
-
-def is_synthetic(part: str) -> bool:
-    """`synthetic` or `synthetic:N` in any letter case."""
-    return _kind(part) == "synthetic"
-
-
-def default_budget(recipe: Recipe, data: str) -> str:
-    """`demo` for synthetic data, `paper` for real data (when the recipe has them), else its first budget."""
-    want = "demo" if all(is_synthetic(p) for p in data.split(",") if p.strip()) else "paper"
-    return want if want in recipe.budgets else next(iter(recipe.budgets))
-
-
-# -- data ------------------------------------------------------------------------------------------
-def _synthetic(budget: Budget, split: str, count: Optional[int] = None) -> Any:
-    from distilkit.data import SyntheticTracking
-
-    spec = budget.synthetic
-    n = count or (spec.train_sequences if split == "train" else spec.test_sequences)
-    return SyntheticTracking(num_sequences=n, length=spec.length, seed=0, image_size=tuple(spec.image_size), split=split)
-
-
-def datasets_for(spec: str, budget: Budget, split: str) -> list[Any]:
-    """Datasets of a `--data` spec; `synthetic` uses the budget's sizes. Paths and ground truth are checked
-    here, before training."""
-    from distilkit.data import load_datasets
-    from distilkit.data.spec import SPEC_KINDS, check_kind_for_split, synthetic_count
-
-    flag = "--data" if split == "train" else "--eval-data"
-    out = []
-    for part in (p.strip() for p in spec.split(",")):
-        if not part:
-            continue
-        kind, arg = _kind(part), part.partition(":")[2]
-        if kind == "synthetic":
-            out.append(_synthetic(budget, split, synthetic_count(arg) if arg else None))
-            continue
-        check_kind_for_split(kind, split)  # `--eval-data coco:DIR` is refused whether or not DIR exists
-        if kind in SPEC_KINDS and arg and not os.path.isdir(arg):  # an unknown kind is load_datasets' to name
-            raise DistilkitError(f"dataset directory not found: {arg} (from {flag} {part})")
-        for dataset in load_datasets(part, split=split):
-            check_ground_truth(dataset, f"{flag} {part}")
-            out.append(dataset)
-    if not out:
-        raise DistilkitError(f"no datasets in spec {spec!r}")
-    return out
-
-
-def check_ground_truth(dataset: Any, where: str) -> None:
-    """Refuse a dataset with no box beyond frame 0 (an unlabelled test split such as TrackingNet TEST):
-    training would sample NaN boxes and evaluation could score nothing. The one box of a single-image
-    sequence (COCO) is ground truth. Stops at the first annotated sequence."""
-    from distilkit.data.sequence import sized_boxes
-
-    for i in range(len(dataset)):
-        boxes = dataset[i].boxes
-        if sized_boxes(boxes[1:] if len(boxes) > 1 else boxes).any():
-            return
-    raise DistilkitError(f"{where}: no sequence has ground truth beyond frame 0 (an unlabelled test split?); "
-                         "give annotated sequences (e.g. TrackingNet TRAIN_k chunks, GOT-10k train/val)")
-
-
-class _Concat:
-    """Several datasets evaluated as one (sequences in order)."""
-
-    def __init__(self, parts: list[Any]):
-        self.parts = parts
-
-    def __len__(self) -> int:
-        return sum(len(p) for p in self.parts)
-
-    def __getitem__(self, i: int) -> Any:
-        for p in self.parts:
-            if i < len(p):
-                return p[i]
-            i -= len(p)
-        raise IndexError(i)
-
-    @property
-    def names(self) -> Optional[list[str]]:
-        """Sequence names without loading sequences, when every part lists its own (readers, synthetic)."""
-        lists = [getattr(p, "names", None) for p in self.parts]
-        return [n for names in lists for n in names] if all(isinstance(n, list) for n in lists) else None
+    until: Optional[str] = None
 
 
 # -- output directory ------------------------------------------------------------------------------
-def _identity(recipe: Recipe, budget: str, opts: PruneOptions) -> dict[str, Any]:
+def _identity(recipe: Recipe, budget: str, opts: PruneOptions, teacher_label: Optional[str]) -> dict[str, Any]:
     with open(recipe.source, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()[:16]
     return {"recipe": recipe.name, "recipe_sha256": digest, "budget": budget, "data": opts.data,
-            "eval_data": opts.eval_data or "synthetic-test", "teacher": opts.teacher, "init_backbone": opts.init_backbone,
+            "eval_data": opts.eval_data or "synthetic-test", "teacher": teacher_label, "init_backbone": opts.init_backbone,
             "seed": opts.seed}
 
 
@@ -159,73 +74,6 @@ def weights_digest(model: torch.nn.Module) -> str:
         h.update(str(tuple(t.shape)).encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-# -- measuring -------------------------------------------------------------------------------------
-def cost(model: torch.nn.Module, budget: Budget) -> dict[str, Any]:
-    """Params and exact MACs of one full forward at batch 1."""
-    from distilkit.profile import profile
-
-    p = profile(model.cpu().eval(), example_inputs(budget))
-    return {"params": int(p.params), "macs": int(p.macs)}
-
-
-def measure(model: Any, budget: Budget, eval_set: Any, out_dir: str, name: str, log: RunLog, device: str) -> dict[str, Any]:
-    """Params, MACs, CPU latency and tracking accuracy of a stage result."""
-    from distilkit.eval import evaluate
-    from distilkit.profile import latency
-    from distilkit.trackers.mixformerv2 import MixFormerV2Tracker
-
-    facts = {**describe(model), **cost(model, budget)}
-    timing = latency(model.cpu(), example_inputs(budget), threads=budget.eval.latency_threads)
-    facts.update(latency_ms=float(timing.median_ms), fps=float(timing.fps), latency_threads=int(timing.threads))
-    tracker = MixFormerV2Tracker(model.to(device), template_factor=budget.template_factor,
-                                 search_factor=budget.tracking_search_factor, device=device, **budget.eval.tracker)
-    t0 = time.perf_counter()
-    results = evaluate(tracker, eval_set, out_dir=os.path.join(out_dir, EVAL_DIR), name=name, progress=log.enabled)
-    model.cpu()
-    facts.update(auc=float(results.overall["auc"]), precision=float(results.overall["precision"]),
-                 norm_precision=float(results.overall["norm_precision"]))
-    if model.score_head is not None:
-        facts["score_accuracy"] = score_accuracy(model, budget, eval_set)
-    facts["eval_seconds"] = time.perf_counter() - t0
-    return facts
-
-
-def score_accuracy(model: Any, budget: Budget, eval_set: Any, samples: int = 256) -> float:
-    """Share of held-out pairs (half of them negatives) the score head classifies right at sigmoid 0.5."""
-    from distilkit.data import PairSampler
-
-    pairs = PairSampler(eval_set, template_size=budget.template_size, search_size=budget.search_size,
-                        template_factor=budget.template_factor, search_factor=budget.search_factor,
-                        center_jitter=budget.center_jitter, scale_jitter=budget.scale_jitter, max_gap=budget.max_gap,
-                        samples_per_epoch=samples, negative_prob=0.5, seed=12345)
-    right, device = 0, next(model.parameters()).device
-    model.eval()
-    with torch.no_grad():
-        for batch in torch.utils.data.DataLoader(pairs, batch_size=64):
-            inputs = [batch[k].to(device) for k in ("template", "online_template", "search")]
-            score = model(*inputs)["score"].cpu()
-            right += int(((score > 0).float() == batch["label"]).sum())
-    return right / samples
-
-
-def baseline(out: str, eval_set: Any, log: RunLog) -> dict[str, Any]:
-    """Constant-box baseline on the evaluation set (cached in `baseline/`; a damaged cache is evaluated again)."""
-    from distilkit.eval import ConstantBoxTracker, evaluate
-
-    path = os.path.join(out, BASELINE_DIR, "summary.json")
-    keys = ("auc", "precision", "norm_precision")
-    if os.path.lexists(path):
-        try:
-            with open(path, encoding="utf-8") as f:
-                overall = json.load(f)["overall"]
-            return {"name": "constant-box", **{k: float(overall[k]) for k in keys}}
-        except (OSError, ValueError, KeyError, TypeError, RecursionError) as err:
-            log.info(f"{path} is unreadable ({type(err).__name__}: {err}): evaluating the baseline again")
-    overall = evaluate(ConstantBoxTracker(), eval_set, out_dir=os.path.dirname(path), name="constant-box",
-                       progress=False).overall
-    return {"name": "constant-box", **{k: float(overall[k]) for k in keys}}
 
 
 # -- plan ------------------------------------------------------------------------------------------
@@ -296,7 +144,18 @@ class RecipeRun:
         self.budget_name = opts.budget or default_budget(self.recipe, opts.data)
         self.budget = self.recipe.budget(self.budget_name)
         self.out = opts.out or os.path.join("runs", self.recipe.name)
+        self.route = self._route(opts.until)
+        self.teacher_source = resolve_teacher(opts.teacher, self.budget.teacher)
         self.console = log_console
+
+    def _route(self, until: Optional[str]) -> list[Stage]:
+        """The stages this invocation runs: the whole recipe, or its stages up to and including `--until`."""
+        names = [s.name for s in self.recipe.stages]
+        if until is None:
+            return list(self.recipe.stages)
+        if until not in names:
+            raise DistilkitError(f"--until {until!r}: recipe {self.recipe.name} has no such stage; its stages are {', '.join(names)}")
+        return list(self.recipe.stages[: names.index(until) + 1])
 
     def start(self, dist: Dist) -> None:
         """Everything that can fail without training: data paths and ground truth, the teacher checkpoint,
@@ -308,14 +167,15 @@ class RecipeRun:
             except DistilkitError as err:
                 raise self.recipe.fail(("budgets", self.budget_name, "amp"), str(err)) from None
         self.train_sets = datasets_for(opts.data, budget, "train")
-        if budget.negative_prob > 0 and any(s.kind == "score" for s in self.recipe.stages):
+        if budget.negative_prob > 0 and any(s.kind == "score" for s in self.route):
             from distilkit.data.sampler import check_negatives_possible
 
             check_negatives_possible(self.train_sets)  # the score stage comes last: fail before training
-        eval_parts = datasets_for(opts.eval_data, budget, "test") if opts.eval_data else [_synthetic(budget, "test")]
-        self.eval_set = eval_parts[0] if len(eval_parts) == 1 else _Concat(eval_parts)
-        self.teacher = load_teacher(opts.teacher, self.recipe.stages[0], budget) if opts.teacher else None
-        self.plan_rows = plan(self.recipe, self.budget_name, self.teacher, macs=opts.dry_run)
+        eval_parts = datasets_for(opts.eval_data, budget, "test") if opts.eval_data else [synthetic_split(budget, "test")]
+        self.eval_set = eval_parts[0] if len(eval_parts) == 1 else Concat(eval_parts)
+        src = self.teacher_source
+        self.teacher = load_teacher(src.path, self.recipe.stages[0], budget, src.label) if src.path else None
+        self.plan_rows = plan(self.recipe, self.budget_name, self.teacher, macs=opts.dry_run)[: len(self.route)]
         self.mae_stages = self._mae_stages() if opts.init_backbone else []
         if self.mae_stages:  # the file's layout and widths are checked before anything trains
             from distilkit.recipes.models import build_stage_model
@@ -381,11 +241,11 @@ class RecipeRun:
         def sequences(parts: list[Any]) -> list[Any]:
             return [[len(p), getattr(p, "names", None)] for p in parts]
 
-        eval_parts = self.eval_set.parts if isinstance(self.eval_set, _Concat) else [self.eval_set]
-        ident = _identity(self.recipe, self.budget_name, o)
+        eval_parts = self.eval_set.parts if isinstance(self.eval_set, Concat) else [self.eval_set]
+        ident = _identity(self.recipe, self.budget_name, o, self.teacher_source.label)
         facts = {"distilkit code": code_version(), "--recipe": digest([ident["recipe"], ident["recipe_sha256"]]),
                  "--budget": digest(ident["budget"]), "--data": digest([o.data, sequences(self.train_sets)]),
-                 "--eval-data": digest([o.eval_data, sequences(eval_parts)]), "--teacher": digest(o.teacher),
+                 "--eval-data": digest([o.eval_data, sequences(eval_parts)]), "--teacher": digest(self.teacher_source.label),
                  "--init-backbone": digest(o.init_backbone),
                  "--seed": digest(o.seed), "--out": digest(self.out),
                  "--resume/--force/--dry-run": digest([o.resume, o.force, o.dry_run])}
@@ -406,9 +266,11 @@ class RecipeRun:
         if a.grayscale or a.brightness or a.flip or b.drop_path:
             log.info(f"  augment grayscale p {a.grayscale:g}, brightness ±{a.brightness:g}, flip p {a.flip:g}; "
                      f"drop path {b.drop_path:g}")
-        log.info(f"  teacher {o.teacher or 'trained here (stage ' + repr(self.recipe.stages[0].name) + ')'}")
+        log.info(f"  teacher {self.teacher_source.label or 'trained here (stage ' + repr(self.recipe.stages[0].name) + ')'}")
         log.info(f"  out     {self.out}{' (resuming)' if resumed else ''}; seed {o.seed}")
-        log.info("  route   " + " -> ".join(f"{s.name} [{b.stage(s.name).epochs} ep]" for s in self.recipe.stages))
+        given = self.teacher is not None and self.route[0].kind == "teacher"
+        log.info("  route   " + " -> ".join(f"{s.name} [{'given' if given and i == 0 else f'{b.stage(s.name).epochs} ep'}]"
+                                            for i, s in enumerate(self.route)))
 
     def _claim(self, identity: dict[str, Any]) -> Prepared:
         """Rank 0: check/prepare `--out` and, for a new run, write run.json (before anything else goes there)."""
@@ -420,7 +282,7 @@ class RecipeRun:
 
     def _run(self) -> dict[str, Any]:
         dist, opts = self.dist, self.opts
-        identity = _identity(self.recipe, self.budget_name, opts)
+        identity = _identity(self.recipe, self.budget_name, opts, self.teacher_source.label)
         prepared = dist.on_main(lambda: self._claim(identity))
         log = RunLog(self.out, enabled=dist.is_main, console=self.console)
         if opts.resume and not prepared.resumed:  # one command for the first start and every restart (e.g. preemptible jobs)
@@ -437,7 +299,7 @@ class RecipeRun:
             t_start = time.perf_counter()
             rows: list[dict[str, Any]] = []
             previous = None
-            for index, stage in enumerate(self.recipe.stages):
+            for index, stage in enumerate(self.route):
                 row, previous = self._stage(index, stage, previous, log)
                 rows.append(row)
             return dist.on_main(lambda: self._report(rows, log, time.perf_counter() - t_start))
@@ -455,14 +317,22 @@ class RecipeRun:
     def _report(self, rows: list[dict[str, Any]], log: RunLog, wall_seconds: float) -> dict[str, Any]:
         """Rank 0: the baseline, report.json/.md and the plot; prints the summary table."""
         opts = self.opts
-        base = baseline(self.out, self.eval_set, log)
+        refs = baselines(self.out, self.eval_set, log)
         total = sum(r.get("seconds", 0.0) + r.get("eval_seconds", 0.0) for r in rows)
-        report = build_report(self.recipe.name, self.budget_name, opts.data, opts.eval_data or "synthetic-test", base,
-                              rows, {"seed": opts.seed, "world_size": self.dist.world_size, "device": self.dist.device,
+        report = build_report(self.recipe.name, self.budget_name, opts.data, opts.eval_data or "synthetic-test", refs,
+                              rows, {"eval_command": self._eval_command(rows), "seed": opts.seed, "world_size": self.dist.world_size, "device": self.dist.device,
                                      "total_seconds": total, "wall_seconds_this_invocation": wall_seconds})
         write_report(self.out, report)
         self._summary(log, report)
         return report
+
+    def _eval_command(self, rows: list[dict[str, Any]]) -> str:
+        """The `distilkit eval` command that scores the last stage's model on this report's evaluation sequences."""
+        from distilkit.recipes.datasets import RECIPE_SPLIT_KIND
+
+        data = self.opts.eval_data or f"{RECIPE_SPLIT_KIND}:{self.opts.recipe}@{self.budget_name}"
+        model = os.path.join(self.out, rows[-1]["name"], MODEL_DIR)
+        return f"distilkit eval {shlex.quote(model)} --data {shlex.quote(data)}"
 
     def _finished(self, stage: Stage, stage_dir: str, log: RunLog) -> Optional[tuple[dict[str, Any], Any]]:
         """Rank 0: (metrics row, model) of a stage an earlier invocation finished, or None to run it. A damaged
@@ -516,8 +386,8 @@ class RecipeRun:
         seconds = 0.0
         if stage.kind == "teacher" and self.teacher is not None:
             result = self.teacher
-            info["source"] = self.opts.teacher
-            log.info(f"[{stage.name}] using --teacher {self.opts.teacher}: not trained")
+            info["source"] = self.teacher_source.label
+            log.info(f"[{stage.name}] using teacher {self.teacher_source.label}: not trained")
         else:
             setup = setup_stage(stage, budget, previous, device=dist.device)
             for note in setup.notes:
@@ -573,13 +443,15 @@ class RecipeRun:
         from rich.table import Table
 
         table = Table(title=f"{report['recipe']} ({report['budget']}): {report['total_seconds'] / 60:.1f} min")
-        for col in ("stage", "depth", "MLP r", "params", "MMACs", "FPS", "AUC", "P", "NP"):
+        for col in ("stage", "depth", "MLP r", "params", "MMACs", "FPS full", "FPS frame", "AUC", "P", "NP"):
             table.add_column(col, justify="left" if col == "stage" else "right")
         for s in report["stages"]:
             table.add_row(s["name"], str(s["depth"]), f"{s['mlp_ratio']:g}", f"{s['params']:,}", f"{s['macs'] / 1e6:,.1f}",
-                          f"{s['fps']:.1f}", f"{s['auc']:.3f}", f"{s['precision']:.3f}", f"{s['norm_precision']:.3f}")
-        base = report["baseline"]
-        table.add_row(base["name"], "", "", "", "", "", f"{base['auc']:.3f}", f"{base['precision']:.3f}", f"{base['norm_precision']:.3f}")
+                          f"{s['fps']:.1f}", f"{s['frame_fps']:.1f}", f"{s['auc']:.3f}", f"{s['precision']:.3f}",
+                          f"{s['norm_precision']:.3f}")
+        for base in report["baselines"]:
+            table.add_row(base["name"], "", "", "", "", "", f"{base['fps']:.1f}", f"{base['auc']:.3f}",
+                          f"{base['precision']:.3f}", f"{base['norm_precision']:.3f}")
         log.console.print(table)
         log.info(f"report: {os.path.join(self.out, 'report.md')}")
 

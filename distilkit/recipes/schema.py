@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal, Optional
 
+from distilkit.data.synthetic import DEMO_IMAGE_SIZE, DEMO_LENGTH, DEMO_TEST_SEQUENCES, DEMO_TRAIN_SEQUENCES
 from distilkit.errors import DistilkitError
 from distilkit.limits import (MAX_BATCH, MAX_BRIGHTNESS, MAX_CENTER_JITTER, MAX_CLASSES, MAX_CONTEXT, MAX_CROP,
                               MAX_EPOCHS, MAX_GAP, MAX_IMAGE_INPUT, MAX_IMAGE_SIDE, MAX_LAYERS, MAX_LENGTH, MAX_LR, MAX_MLP_RATIO,
@@ -24,6 +25,7 @@ from distilkit.limits import (MAX_BATCH, MAX_BRIGHTNESS, MAX_CENTER_JITTER, MAX_
                               MAX_STEPS, MAX_TEMPLATES, MAX_THREADS, MAX_WEIGHT, MAX_WIDTH, MAX_WORKERS,
                               MIN_IMAGE_SIDE)
 from distilkit.names import PLAIN_NAME_RULE, is_plain_name, plain_name_problem
+from distilkit.recipes.teachers import shipped_teacher_names
 from distilkit.recipes.validate import Context, Path, build, coerce
 from distilkit.recipes.yamlnodes import load_with_lines
 
@@ -247,12 +249,13 @@ def effective_losses(stage: Stage, entry: StageBudget) -> dict[str, float]:
 
 @dataclass
 class SyntheticSpec:
-    """Size of the built-in synthetic tracking data (`--data synthetic` and the default test split)."""
+    """Size of the built-in synthetic tracking data (`--data synthetic` and the default test split); the defaults
+    are the demo splits (distilkit.data.synthetic.DEMO_*)."""
 
-    train_sequences: int = 200
-    test_sequences: int = 30
-    length: int = 100
-    image_size: list[int] = field(default_factory=lambda: [320, 240])
+    train_sequences: int = DEMO_TRAIN_SEQUENCES
+    test_sequences: int = DEMO_TEST_SEQUENCES
+    length: int = DEMO_LENGTH
+    image_size: list[int] = field(default_factory=lambda: list(DEMO_IMAGE_SIZE))
 
     def check(self) -> Optional[tuple[str, str]]:
         if len(self.image_size) != 2 or not all(MIN_IMAGE_SIDE <= v <= MAX_IMAGE_SIDE for v in self.image_size):
@@ -316,8 +319,11 @@ class Budget:
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)
+    teacher: Optional[str] = None  # a shipped teacher the route starts from unless --teacher is given
 
     def check(self) -> Optional[tuple[str, str]]:
+        if self.teacher is not None and self.teacher not in shipped_teacher_names():
+            return "teacher", f"names a shipped teacher ({', '.join(shipped_teacher_names()) or 'none shipped'})"
         crop, context = Bound(1.0, MAX_CROP), Bound(0.0, MAX_CONTEXT, low_open=True)
         return bounds_problem(self, {
             "template_size": crop, "search_size": crop, "template_factor": context, "search_factor": context,
@@ -461,7 +467,7 @@ _CONFIG_CAPS = {"embed_dim": MAX_WIDTH, "depth": MAX_LAYERS, "num_heads": MAX_WI
 
 #: MixFormerV2Tracker arguments the runner sets itself (from the stage model and the budget's crops).
 _TRACKER_SET_BY_RUNNER = frozenset({"self", "model", "template_factor", "search_factor", "template_size", "search_size",
-                                    "device"})
+                                    "device", "online_update"})  # reports evaluate with and without updates
 
 
 def _check_models(recipe: Recipe, ctx: Context) -> None:

@@ -112,6 +112,7 @@ class Trainer:
         self.teacher = teacher.to(dist.device).eval() if teacher is not None else None  # run under no_grad
         self.loss = loss
         self.dataset = dataset
+        self._warm = False  # dataset.warm_up() done (before the first DataLoader forks its workers)
         self.s = settings
         self.dist = dist
         self.log = log
@@ -208,6 +209,9 @@ class Trainer:
 
     # -- training -----------------------------------------------------------------------------
     def _loader(self) -> DataLoader:
+        if self.s.workers > 0 and hasattr(self.dataset, "warm_up") and not self._warm:
+            self.dataset.warm_up()  # once: the workers of every epoch fork with the sequences already built
+            self._warm = True
         self.sampler.set_epoch(self.epoch)
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(self.epoch)

@@ -36,6 +36,18 @@ def official_update_interval(model_name: str, dataset: str) -> int | None:
     return UPDATE_INTERVALS.get(model_name.removesuffix("-tiny"), UPDATE_INTERVALS["mixformerv2-s"]).get(dataset)
 
 
+#: Update intervals on data without an official one: the built-in synthetic videos (60-100 frames) update twice or more.
+DEFAULT_UPDATE_INTERVALS = {"synthetic": 25}
+FALLBACK_UPDATE_INTERVAL = 200
+
+
+def default_update_interval(model_name: str, dataset: str) -> int:
+    """The interval `distilkit eval` and `distilkit prune` reports track with: the official one on its benchmark,
+    DEFAULT_UPDATE_INTERVALS on the synthetic data, else FALLBACK_UPDATE_INTERVAL."""
+    return (official_update_interval(model_name, dataset) or DEFAULT_UPDATE_INTERVALS.get(dataset)
+            or FALLBACK_UPDATE_INTERVAL)
+
+
 class MixFormerV2Tracker:
     """pytracking-style tracker: `initialize(image, box_xywh)`, then `track(image) -> (box_xywh, score)`."""
 
@@ -46,17 +58,20 @@ class MixFormerV2Tracker:
         search_factor: float | None = None,
         template_size: int | None = None,
         search_size: int | None = None,
-        update_interval: int = 200,
+        update_interval: int = FALLBACK_UPDATE_INTERVAL,
         score_threshold: float = 0.5,
         device: str | torch.device = "cpu",
         prepack: bool = True,
         compile: bool = False,
+        online_update: bool | None = None,
     ) -> None:
         """prepack (CPU only): track with `distilkit.prepack.prepacked_view(model)`, a copy sharing the
         model's weights whose linear layers use prepacked oneDNN kernels (same outputs, about 10 % faster
         per frame). compile: track with a weight-sharing copy whose per-frame path is compiled by
         TorchInductor (`MixFormerV2.compile_search`; needs a C++ compiler on CPU, compiles for seconds in
-        the first `initialize`, then about 1.2× as fast as prepack, which it replaces). Either way the
+        the first `initialize`, then about 1.2× as fast as prepack, which it replaces). online_update: replace the
+        online template by the best-scored recent frame every `update_interval` frames (default: when the model
+        has a score head; False tracks with the first frame's template throughout). Either way the
         copy is what changes; `model` itself is only moved to `device` and put in eval mode (call
         `model.train()` again to go on training it). The copy follows in-place weight edits of `model`,
         and is remade when `model` gets other tensors (`load_state_dict(assign=True)`, a replaced
@@ -86,7 +101,9 @@ class MixFormerV2Tracker:
         self._make_view()
         self.update_interval = update_interval
         self.score_threshold = as_number(score_threshold, "score_threshold")
-        self.online_update = model.score_head is not None
+        if online_update and model.score_head is None:
+            raise DistilkitError("online_update=True needs a model with a score head (it picks the frame to update with)")
+        self.online_update = model.score_head is not None if online_update is None else bool(online_update)
         self._mean = torch.tensor(IMAGENET_MEAN.tolist(), device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD.tolist(), device=self.device).view(1, 3, 1, 1)
         self.state: np.ndarray | None = None

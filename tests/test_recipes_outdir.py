@@ -150,7 +150,9 @@ def test_force_deletes_only_distilkits_files_and_names_the_rest(tmp_path):
         "teacher/eval/s2.txt": "listed by the summary", "teacher/eval/summary.json": json.dumps(
             {"sequences": {"s2": {}, "../../../victim": {}}}),
         "old-stage/metrics.json": "{}", "baseline/summary.json": "{", "baseline/b_time.txt": "1",
-        "baseline/b.txt": "1", "report.md": "x", "report.json": "x", "auc_vs_fps.png": "x", "prune.log": "x",
+        "baseline/b.txt": "1", "baseline/csrt/summary.json": "{}", "baseline/csrt/c.txt": "1",
+        "baseline/csrt/c_time.txt": "1", "score/eval-no-update/s1.txt": "1", "score/eval-no-update/s1_time.txt": "1",
+        "report.md": "x", "report.json": "x", "auc_vs_fps.png": "x", "prune.log": "x",
         "teacher/.metrics.json.a1b2c3d4.tmp": "x",
         # not distilkit's: kept
         "teacher/notes.txt": "mine", "teacher/eval/plot.txt": "mine", "teacher/model/README": "mine",
@@ -220,14 +222,14 @@ def test_damaged_stage_files_mean_an_unfinished_stage(finished, tmp_path):
     (out / "dense-to-sparse" / "metrics.json").unlink()
     checkpoint = (out / "teacher" / "model" / "model.safetensors").read_bytes()
     (out / "dense-to-sparse" / "checkpoint.safetensors").write_bytes(checkpoint[: len(checkpoint) // 2])
-    (out / "baseline" / "summary.json").write_text("{")
+    (out / "baseline" / "csrt" / "summary.json").write_text("{")
     assert cli_exit_code(ARGS + ["--out", str(out), "--resume"]) == 0
     log = (out / "prune.log").read_text()
     assert "[score] metrics.json is empty: running the stage again" in log
     assert "[mlp-ratio-1] its model is unreadable (" in log
     assert "[pmdp-4] metrics.json is not the metrics of stage 'pmdp-4': running the stage again" in log
     assert "[dense-to-sparse] cannot read checkpoint" in log and "training the stage from its start" in log
-    assert "baseline/summary.json is unreadable" in log
+    assert "baseline/csrt/summary.json is unreadable" in log
     assert "[teacher] finished earlier: skipped" in log and "[pmdp-8] finished earlier: skipped" in log
     assert json.loads((out / "report.json").read_text())["stages"][-1]["name"] == "score"
     _same_models(finished, out)

@@ -217,7 +217,8 @@ def wipe(root: Path, stages: set[str]) -> list[str]:
     for name in sorted(stages):
         _clear(root / name, {METRICS, CHECKPOINT}, {MODEL_DIR: set(_MODEL_FILES), EVAL_DIR: _result_names,
                                                      NO_UPDATE_EVAL_DIR: _result_names})
-    _clear(root / BASELINE_DIR, set(), {label: _result_names for label in BASELINE_LABELS})
+    # one folder per reference tracker; results in baseline/ itself are the constant box of earlier versions
+    _clear(root / BASELINE_DIR, _result_names, {label: _result_names for label in BASELINE_LABELS})
     for name in _TOP_FILES:
         path = root / name
         if path.is_symlink() or path.is_file():

@@ -22,7 +22,7 @@ from PIL import Image
 
 from distilkit.atomic import atomic_path
 from distilkit.data.sequence import Sequence
-from distilkit.data.textures import photo_variant, procedural_names, procedural_texture, variant_names
+from distilkit.data.textures import photo_variant, procedural_names, procedural_texture, resize_to_cover, variant_names
 from distilkit.errors import DistilkitError
 from distilkit.limits import MAX_IMAGE_SIDE, MAX_LENGTH, MAX_SEQUENCES, MIN_IMAGE_SIDE
 
@@ -70,11 +70,7 @@ def _photo(name: str, min_w: int, min_h: int) -> np.ndarray:
     base, _, k = name.partition("@")
     if k:
         return photo_variant(_raw_photo(base), base, int(k), min_w, min_h)
-    img = _raw_photo(name)
-    h, w = img.shape[:2]
-    s = max(min_w / w, min_h / h)
-    size = (max(min_w, math.ceil(w * s)), max(min_h, math.ceil(h * s)))
-    return np.asarray(Image.fromarray(img).resize(size, Image.BILINEAR))
+    return resize_to_cover(_raw_photo(name), min_w, min_h)
 
 
 @functools.lru_cache(maxsize=4096)

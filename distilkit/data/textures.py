@@ -137,6 +137,14 @@ def procedural_texture(index: int, min_w: int, min_h: int) -> np.ndarray:
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def resize_to_cover(img: np.ndarray, min_w: int, min_h: int) -> np.ndarray:
+    """RGB uint8 `img` scaled (bilinear, aspect kept) so that it covers at least min_w × min_h."""
+    h, w = img.shape[:2]
+    s = max(min_w / w, min_h / h)
+    size = (max(min_w, math.ceil(w * s)), max(min_h, math.ceil(h * s)))
+    return np.asarray(Image.fromarray(img).resize(size, Image.BILINEAR))
+
+
 def photo_variant(photo: np.ndarray, name: str, k: int, min_w: int, min_h: int) -> np.ndarray:
     """Variant `k` of an RGB uint8 photo, at least min_w × min_h: random crop (55-100 % per side), rotation by a
     multiple of 90°, mirror, channel permutation, per-channel gain and gamma; grayscale photos get a random colour
@@ -148,10 +156,7 @@ def photo_variant(photo: np.ndarray, name: str, k: int, min_w: int, min_h: int) 
     img = np.rot90(photo[y0 : y0 + ch, x0 : x0 + cw], int(rng.integers(0, 4)))
     if rng.random() < 0.5:
         img = img[:, ::-1]
-    h, w = img.shape[:2]
-    s = max(min_w / w, min_h / h)
-    img = np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize(
-        (max(min_w, math.ceil(w * s)), max(min_h, math.ceil(h * s))), Image.BILINEAR))
+    img = resize_to_cover(np.ascontiguousarray(img), min_w, min_h)
     x = img.astype(np.float32) / 255.0
     if np.ptp(x - x[..., :1]) < 1e-6:  # grayscale photo: colourise through a random ramp
         x = _map_palette(x[..., 0], np.sort(_palette(rng, 3), axis=0) if rng.random() < 0.5 else _palette(rng, 3))

@@ -112,7 +112,6 @@ class Trainer:
         self.teacher = teacher.to(dist.device).eval() if teacher is not None else None  # run under no_grad
         self.loss = loss
         self.dataset = dataset
-        self._warm = False  # dataset.warm_up() done (before the first DataLoader forks its workers)
         self.s = settings
         self.dist = dist
         self.log = log
@@ -209,9 +208,6 @@ class Trainer:
 
     # -- training -----------------------------------------------------------------------------
     def _loader(self) -> DataLoader:
-        if self.s.workers > 0 and hasattr(self.dataset, "warm_up") and not self._warm:
-            self.dataset.warm_up()  # once: the workers of every epoch fork with the sequences already built
-            self._warm = True
         self.sampler.set_epoch(self.epoch)
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(self.epoch)
@@ -260,6 +256,8 @@ class Trainer:
         """Run the remaining epochs, checkpointing every epoch (and every `checkpoint_every` steps)."""
         self.student.train()
         progress = StageProgress(self.log, self.name, self.total_steps, self.global_step)
+        if self.s.workers > 0 and self.epoch < self.s.epochs and hasattr(self.dataset, "warm_up"):
+            self.dataset.warm_up()  # once: the workers of every epoch fork with the sequences already built
         try:
             while self.epoch < self.s.epochs:
                 t0 = time.perf_counter()

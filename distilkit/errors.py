@@ -3,8 +3,9 @@
 import os
 
 
-class DistilkitError(Exception):
-    """Bad input or an unrecoverable condition the user can fix (wrong path, unknown name, ...)."""
+class DistilkitError(ValueError):
+    """Bad input or an unrecoverable condition the user can fix (wrong path, unknown name, ...); a ValueError,
+    so that `except ValueError` around a call with a bad argument catches it as it would in numpy or torch."""
 
 
 class NonFiniteLossError(DistilkitError):

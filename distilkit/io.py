@@ -402,6 +402,8 @@ def read_arch(path: str | os.PathLike[str]) -> dict[str, Any]:
         if len(raw) > MAX_ARCH_BYTES:
             raise DistilkitError(f"{arch_file}: larger than {MAX_ARCH_BYTES:,} bytes: not an arch.json distilkit wrote")
         spec = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except DistilkitError:  # a ValueError: not to be reported as malformed JSON below
+        raise
     except OSError as err:
         raise DistilkitError(f"{arch_file}: cannot read it ({err.strerror or one_line(err)})") from None
     except RecursionError:
@@ -444,6 +446,8 @@ def _assemble(spec: dict[str, Any], where: str, device: str) -> nn.Module:
         for i, edit in enumerate(spec.get("edits", [])):
             try:
                 _apply(model, edit, where)
+            except DistilkitError:  # already says what and where
+                raise
             except (KeyError, TypeError, ValueError, RuntimeError) as err:
                 raise DistilkitError(f"{where}: edit {i} cannot be applied: {one_line(err)}") from None
     size = elements(model)
@@ -473,6 +477,8 @@ def load(path: str | os.PathLike[str], map_location: str | torch.device = "cpu")
             shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
             _check_state(_shapes(model.state_dict()), shapes, str(weights), _tied(model))  # before reading any data
             state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except DistilkitError:  # a ValueError, but not an unreadable file
+        raise
     except (SafetensorError, OSError, ValueError) as err:
         raise DistilkitError(f"{weights}: unreadable safetensors file: {one_line(err)}") from None
     _restore_dtypes(model, state)

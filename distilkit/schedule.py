@@ -7,7 +7,6 @@ updates). Every schedule is a pure function of `t`, so resuming only needs `t`.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import asdict, dataclass
 from typing import Any, Union
 
@@ -15,10 +14,14 @@ from distilkit.checks import as_int, as_number
 from distilkit.errors import DistilkitError
 
 
-def _check(name: str, m: float, offset: float) -> None:
-    real = all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (m, offset))
-    if not real or not (math.isfinite(m) and m >= 0) or not math.isfinite(offset):
-        raise DistilkitError(f"{name}: m must be a finite number >= 0 and offset finite, got m={m!r}, offset={offset!r}")
+def _check(schedule: Any) -> None:
+    """Check a schedule's `m` (>= 0) and `offset`: finite numbers, numpy and 0-d torch ones included, which are
+    stored as Python floats so that the schedule stays JSON-able (Python ints and floats are kept as given)."""
+    for field, minimum in (("m", 0.0), ("offset", None)):
+        value = getattr(schedule, field)
+        number = as_number(value, f"{type(schedule).__name__}: {field}", minimum=minimum)
+        if type(value) not in (int, float):
+            object.__setattr__(schedule, field, number)  # frozen dataclass
 
 
 def _clamped_fraction(t: float, m: float, offset: float) -> float:
@@ -46,7 +49,7 @@ class CosineSchedule:
         return cls(m=m, offset=2.0)
 
     def __post_init__(self) -> None:
-        _check("CosineSchedule", self.m, self.offset)
+        _check(self)
 
     def __call__(self, t: float) -> float:
         return 0.5 * (1.0 + math.cos(math.pi * _clamped_fraction(t, self.m, self.offset)))
@@ -60,7 +63,7 @@ class LinearSchedule:
     offset: float = 0.0
 
     def __post_init__(self) -> None:
-        _check("LinearSchedule", self.m, self.offset)
+        _check(self)
 
     def __call__(self, t: float) -> float:
         return 1.0 - _clamped_fraction(t, self.m, self.offset)
@@ -75,7 +78,7 @@ class StepSchedule:
     offset: float = 0.0
 
     def __post_init__(self) -> None:
-        _check("StepSchedule", self.m, self.offset)
+        _check(self)
         object.__setattr__(self, "steps", as_int(self.steps, "StepSchedule: steps", minimum=1))  # frozen
 
     def __call__(self, t: float) -> float:

@@ -9,12 +9,11 @@ normalised xyxy in [0, 1] relative to the crop.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
-from distilkit.checks import as_int
+from distilkit.checks import as_int, as_number
 from distilkit.errors import DistilkitError
 
 
@@ -48,8 +47,7 @@ class CropWindow:
 
 def crop_side(box_xywh: np.ndarray, factor: float) -> int:
     """Side of the square context window: ceil(sqrt(w·h)·factor), at least one pixel."""
-    if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not (0 < factor < math.inf):
-        raise DistilkitError(f"crop context factor must be a finite number > 0, got {factor!r}")
+    factor = as_number(factor, "crop context factor", above=0)
     w, h = float(box_xywh[2]), float(box_xywh[3])
     if not (w > 0 and h > 0) or not math.isfinite(w * h):
         raise DistilkitError(f"cannot crop around a box with non-positive size: {list(map(float, box_xywh))}")

@@ -68,6 +68,8 @@ def load_image(path: FrameSource) -> np.ndarray:
                 return np.asarray(img.convert("RGB"))
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
         raise DistilkitError(f"frame {os.fspath(path)} is larger than a frame may have ({err})") from None
+    except DistilkitError:  # a ValueError, already naming the frame
+        raise
     except (OSError, ValueError) as err:
         raise DistilkitError(f"cannot read frame {os.fspath(path)}: {err}") from None
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from distilkit.blocks import resolve_blocks, unwrap
 from distilkit.errors import DistilkitError
+from distilkit.inputs import call_model
 
 
 def first_tensor(value: Any) -> torch.Tensor | None:
@@ -47,15 +48,6 @@ def _to(value: Any, device: torch.device) -> Any:
     if isinstance(value, (tuple, list)):
         return type(value)(_to(v, device) for v in value)
     return value
-
-
-def _call(model: nn.Module, batch: Any) -> None:
-    if isinstance(batch, dict):
-        model(**batch)
-    elif isinstance(batch, (tuple, list)):
-        model(*batch)
-    else:
-        model(batch)
 
 
 @torch.no_grad()
@@ -96,7 +88,7 @@ def block_influence(
     net.eval()
     try:
         for batch in batches:
-            _call(net, _to(batch, device))
+            call_model(net, _to(batch, device))
     finally:
         for handle in handles:
             handle.remove()

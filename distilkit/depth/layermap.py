@@ -66,6 +66,8 @@ class LayerMap:
     def from_dict(cls, spec: dict[str, Any]) -> "LayerMap":
         try:
             return cls(old_depth=int(spec["old_depth"]), removed=tuple(spec["removed"]))
+        except DistilkitError:  # a ValueError, already saying which layer is wrong
+            raise
         except (KeyError, TypeError, ValueError) as err:
             raise DistilkitError(f"bad LayerMap spec {spec!r}: {err}") from None
 

@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from distilkit.blocks import check_layers
+from distilkit.checks import as_int, as_number
 from distilkit.errors import DistilkitError
 
 METHODS = ("skip", "first", "last", "influence")
 
 
-def _check_keep(depth: int, keep: int | None) -> int:
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth <= 0:
-        raise DistilkitError(f"depth must be a positive int, got {depth!r}")
+def _check_keep(depth: int, keep: int | None) -> tuple[int, int]:
+    """(depth, keep) as Python ints (numpy integers are legal), with 1 <= keep <= depth."""
+    depth = as_int(depth, "depth", minimum=1)
     if keep is None:
         raise DistilkitError("select_layers: `keep` (number of layers to keep) is required")
-    if isinstance(keep, bool) or not isinstance(keep, int):
-        raise DistilkitError(f"keep must be an int, got {keep!r}")
+    keep = as_int(keep, "keep")
     if keep <= 0:
         raise DistilkitError(f"keep must be >= 1 (cannot remove every layer), got {keep}")
     if keep > depth:
         raise DistilkitError(f"keep={keep} exceeds depth {depth}")
-    return keep
+    return depth, keep
 
 
 def skip_kept(depth: int, keep: int) -> list[int]:
@@ -31,22 +30,13 @@ def skip_kept(depth: int, keep: int) -> list[int]:
     return [(i * depth + keep - 1) // keep - 1 for i in range(1, keep + 1)]
 
 
-def _is_finite_number(value: object) -> bool:
-    try:
-        return math.isfinite(float(value))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return False
-
-
 def select_layers_by_influence(scores: Sequence[float], keep: int) -> list[int]:
     """Remove the len(scores) − keep blocks with the lowest influence (ties: earlier first)."""
     if len(scores) == 0:
         raise DistilkitError("no influence scores given (one per block expected)")
-    bad = next((i for i, v in enumerate(scores) if not _is_finite_number(v)), None)
-    if bad is not None:
-        raise DistilkitError(f"influence score of block {bad} is {scores[bad]!r}; scores must be finite numbers")
-    keep = _check_keep(len(scores), keep)
-    order = sorted(range(len(scores)), key=lambda i: (float(scores[i]), i))
+    values = [as_number(v, f"influence score of block {i}") for i, v in enumerate(scores)]
+    _, keep = _check_keep(len(values), keep)
+    order = sorted(range(len(values)), key=lambda i: (values[i], i))
     return sorted(order[: len(scores) - keep])
 
 
@@ -64,17 +54,16 @@ def select_layers(
     sequence of layers to remove (then `keep` is optional and must agree when given).
     """
     if not isinstance(method, str):
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth <= 0:
-            raise DistilkitError(f"depth must be a positive int, got {depth!r}")
+        depth = as_int(depth, "depth", minimum=1)
         removed = check_layers(depth, list(method))
         if len(removed) == depth:
             raise DistilkitError(f"cannot remove every layer (all {depth} listed)")
-        if keep is not None and _check_keep(depth, keep) != depth - len(removed):
+        if keep is not None and _check_keep(depth, keep)[1] != depth - len(removed):
             raise DistilkitError(
                 f"keep={keep} disagrees with the {len(removed)} listed layers of depth {depth}"
             )
         return removed
-    keep = _check_keep(depth, keep)
+    depth, keep = _check_keep(depth, keep)
     if method == "skip":
         kept = set(skip_kept(depth, keep))
         return [i for i in range(depth) if i not in kept]

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from distilkit.distill.attention import attention_kd
 from distilkit.distill.box import box_loss
-from distilkit.distill.distiller import Distiller, call_model
+from distilkit.distill.distiller import Distiller
 from distilkit.distill.features import FeatureProjector, feature_kd
 from distilkit.distill.heatmap import corner_to_sides, sides_to_box
 from distilkit.distill.kd import distribution_kd, logit_kd
 from distilkit.distill.resample import resample_distribution
+from distilkit.inputs import call_model
 
 __all__ = [
     "Distiller",

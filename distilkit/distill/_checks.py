@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 
+from distilkit.checks import as_number
 from distilkit.errors import DistilkitError
 
 
@@ -27,6 +26,4 @@ def check_probabilities(probs: torch.Tensor, dim: int, what: str, hint: str) -> 
 
 def check_temperature(temperature: float) -> None:
     """Temperatures must be positive finite numbers (numpy scalars included)."""
-    real = isinstance(temperature, numbers.Real) and not isinstance(temperature, bool)
-    if not (real and 0 < temperature < float("inf")):
-        raise DistilkitError(f"temperature must be a positive number, got {temperature!r}")
+    as_number(temperature, "temperature", above=0)

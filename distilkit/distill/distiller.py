@@ -8,22 +8,18 @@ mode whatever `train()` is called with, and run under `torch.no_grad()`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from distilkit.checks import as_number
 from distilkit.errors import DistilkitError, NonFiniteLossError
+from distilkit.inputs import call_model
 
 LossFn = Callable[[Any, Any, Any], torch.Tensor]
 ForwardFn = Callable[[nn.Module, Any], Any]
-
-
-def call_model(model: nn.Module, batch: Any) -> Any:
-    """Default forward: `model(batch)`."""
-    return model(batch)
 
 
 class Distiller(nn.Module):
@@ -31,7 +27,8 @@ class Distiller(nn.Module):
 
     `losses`: name -> fn(student_out, teacher_out, batch) -> scalar tensor. `weights`: name ->
     float, missing names weigh 1.0; weight 0 logs a part without adding it to the total.
-    `forward_fn(model, batch)` adapts the batch to the models (default `model(batch)`);
+    `forward_fn(model, batch)` adapts the batch to the models (default `distilkit.inputs.call_model`: a
+    tensor positionally, a tuple/list unpacked, a dict as keyword arguments);
     `teacher_forward_fn` overrides it for the teacher (e.g. other crops). `modules` are extra
     trainable modules (e.g. a FeatureProjector); losses that are nn.Modules are registered too.
     """
@@ -56,11 +53,7 @@ class Distiller(nn.Module):
             raise DistilkitError(
                 f"Distiller: weights for unknown losses {unknown} (losses: {sorted(losses)})"
             )
-        for name, weight in weights.items():
-            if not isinstance(weight, (int, float)) or not math.isfinite(weight):
-                raise DistilkitError(
-                    f"Distiller: weight for loss {name!r} must be a finite number, got {weight!r}"
-                )
+        weights = {name: as_number(weight, f"Distiller: weight for loss {name!r}") for name, weight in weights.items()}
         student_params = {id(p) for p in student.parameters()}
         if any(id(p) in student_params for p in teacher.parameters()):
             raise DistilkitError(
@@ -71,7 +64,7 @@ class Distiller(nn.Module):
         self.extra = nn.ModuleDict(dict(modules or {}))
         self.loss_modules = nn.ModuleDict({k: v for k, v in losses.items() if isinstance(v, nn.Module)})
         self.losses = dict(losses)
-        self.weights = {name: float(weights.get(name, 1.0)) for name in losses}
+        self.weights = {name: weights.get(name, 1.0) for name in losses}
         self.forward_fn = forward_fn
         self.teacher_forward_fn = teacher_forward_fn or forward_fn
         object.__setattr__(self, "_teacher", teacher)  # unregistered: not in parameters()/state_dict()

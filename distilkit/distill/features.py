@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distilkit.checks import as_int
 from distilkit.errors import DistilkitError
 
 if TYPE_CHECKING:
@@ -30,27 +31,30 @@ def _pair_key(pair: Pair) -> str:
 
 
 def _normalise_pairs(pairs: Sequence[Pair], fn: str) -> list[Pair]:
-    """Validate pairs as (int, int) and return them as a list of tuples."""
+    """Validate pairs as (int, int) (numpy integers included) and return them as a list of tuples of ints."""
     out = []
     for pair in pairs:
-        if len(pair) != 2 or not all(isinstance(i, int) and not isinstance(i, bool) for i in pair):
+        try:
+            student, teacher = pair
+            out.append((as_int(student, "student layer"), as_int(teacher, "teacher layer")))
+        except (TypeError, ValueError):  # not a pair, or not ints (DistilkitError is a ValueError)
             raise DistilkitError(
                 f"{fn}: layer pairs must be (student_layer, teacher_layer) ints, got {pair!r}"
-            )
-        out.append((pair[0], pair[1]))
+            ) from None
     if not out:
         raise DistilkitError(f"{fn}: no (student_layer, teacher_layer) pairs given")
     return out
 
 
 def _width(dims: Dims, layer: int, side: str) -> int:
-    """Width of `layer` from an int (all layers), a per-layer mapping, or a per-layer sequence."""
-    if isinstance(dims, int):
-        return dims
+    """Width of `layer` from an int (all layers), a per-layer mapping, or a per-layer sequence / 1-d array."""
+    if not isinstance(dims, (Mapping, Sequence)) and getattr(dims, "ndim", 0) != 1:
+        return as_int(dims, f"FeatureProjector: {side} width", minimum=1)
     try:
-        return int(dims[layer])
+        width = dims[layer]
     except (KeyError, IndexError) as err:
         raise DistilkitError(f"FeatureProjector: no {side} width given for layer {layer}") from err
+    return as_int(width, f"FeatureProjector: {side} width of layer {layer}", minimum=1)
 
 
 class FeatureProjector(nn.Module):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from torch import nn
 
@@ -12,7 +13,6 @@ from distilkit.checks import as_int
 from distilkit.errors import DistilkitError
 
 _PARALLEL_WRAPPERS = (nn.parallel.DistributedDataParallel, nn.DataParallel)
-_DEPTH_ATTRS = ("depth", "num_layers", "n_layers", "num_blocks", "num_hidden_layers")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -78,20 +78,36 @@ def drop_entries(container: nn.Sequential | nn.ModuleList, remove: Sequence[int]
     container._modules = OrderedDict(kept)
 
 
-def update_depth_records(model: nn.Module, path: str, old: int, kept: Sequence[int]) -> None:
-    """Keep common depth bookkeeping in step with the container: depth-like int attributes on the
-    model and the container's parent (and an HF-style `config`), and timm's `feature_info`."""
+def depth_attributes(model: nn.Module, attrs: str | Sequence[str], depth: int) -> list[tuple[Any, str]]:
+    """(owner, name) of each dotted attribute path in `attrs` (e.g. "depth", "config.num_hidden_layers"),
+    each an int equal to `depth`: checked before blocks are removed, so a wrong name edits nothing."""
+    paths = [attrs] if isinstance(attrs, str) else attrs
+    if not isinstance(paths, Iterable) or not all(isinstance(p, str) and p for p in paths):
+        raise DistilkitError(f"depth_attrs must be dotted attribute paths such as 'depth', got {attrs!r}")
+    targets = []
+    for path in paths:
+        *parents, name = path.split(".")
+        owner: Any = unwrap(model)
+        for part in parents:
+            owner = getattr(owner, part, None)
+        value = getattr(owner, name, None)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DistilkitError(f"depth_attrs: {type(unwrap(model)).__name__}.{path} is not an int attribute "
+                                 f"(got {type(value).__name__})")
+        if value != depth:
+            raise DistilkitError(f"depth_attrs: {path} is {value}, not the depth {depth} of the blocks")
+        targets.append((owner, name))
+    return targets
+
+
+def update_depth_records(model: nn.Module, path: str, kept: Sequence[int],
+                         attributes: Sequence[tuple[Any, str]] = ()) -> None:
+    """After blocks of the container at `path` were removed: set each (owner, name) of `attributes`
+    (from `depth_attributes`) to the new depth, and renumber timm's `feature_info` entries under `path`.
+    Nothing else is touched: a model's other depth records are named by its user, never guessed."""
     model = unwrap(model)
-    parent_path = path.rpartition(".")[0]
-    owners = [model] + ([model.get_submodule(parent_path)] if parent_path else [])
-    config = getattr(model, "config", None)
-    if config is not None and not isinstance(config, (dict, nn.Module)):
-        owners.append(config)
-    for owner in owners:
-        for attr in _DEPTH_ATTRS:
-            value = getattr(owner, attr, None)
-            if isinstance(value, int) and not isinstance(value, bool) and value == old:
-                setattr(owner, attr, len(kept))
+    for owner, name in attributes:
+        setattr(owner, name, len(kept))
     info = getattr(model, "feature_info", None)
     if isinstance(info, list) and all(isinstance(x, dict) for x in info):
         new_index = {str(o): str(n) for n, o in enumerate(kept)}

@@ -227,6 +227,38 @@ def test_remove_layers_keeps_sequential_type_and_names() -> None:
     assert list(named.layers._modules) == ["a", "c"]
 
 
+class Recorded(nn.Module):
+    """Blocks plus ints that look like depth records: only those named in depth_attrs may change."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.Linear(2, 2) for _ in range(4))
+        self.depth, self.num_layers, self.n_layers = 4, 4, 6  # num_layers: of a decoder that is not pruned here
+        self.config = type("Config", (), {"num_hidden_layers": 4})()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def test_depth_records_change_only_where_named() -> None:
+    model = Recorded()
+    remove_layers(model, [1], depth_attrs=("depth", "config.num_hidden_layers"))
+    assert (len(model.blocks), model.depth, model.config.num_hidden_layers, model.num_layers) == (3, 3, 3, 4)
+    remove_layers(model, [0])  # nothing named: nothing guessed
+    assert (len(model.blocks), model.depth, model.num_layers) == (2, 3, 4)
+    for attrs, match in ((["dept"], "Recorded.dept is not an int attribute"), ("n_layers", "n_layers is 6, not the depth 4"),
+                         ([3], "dotted attribute paths")):
+        model = Recorded()
+        pruner = ProgressiveDepthPruner(model, [1], mode="block")
+        with pytest.raises(DistilkitError, match=match):
+            pruner.finalize(depth_attrs=attrs)
+        assert len(model.blocks) == 4 and pruner._handles  # nothing changed: the pruner still runs
+    pruner.finalize(depth_attrs="num_layers")
+    assert (len(model.blocks), model.num_layers, model.depth) == (3, 3, 4)
+
+
 def test_schedules_round_trip_and_reject_bad_parameters() -> None:
     for schedule in (CosineSchedule.official(30), LinearSchedule(m=5, offset=1), StepSchedule(m=4, steps=2)):
         assert schedule_from_dict(schedule_to_dict(schedule)) == schedule

@@ -5,9 +5,11 @@ import math
 import pytest
 import torch
 
+from distilkit.depth import ProgressiveDepthPruner
 from distilkit.distill import attention_kd, corner_to_sides
 from distilkit.errors import DistilkitError
 from distilkit.trackers.mixformerv2 import build_model, corner_attention_targets, pool_bins
+from distilkit.trackers.mixformerv2.backbone import TemplateKV
 
 
 def _dist(*shape):
@@ -88,7 +90,16 @@ def test_mixformerv2_records_prediction_token_attention_only_when_asked():
     q, k, _ = blk.attn.qkv(x).view(2, x.shape[1], 3, 4, 16).permute(2, 0, 3, 1, 4)
     ref = (q[:, :, -4:] @ k.transpose(-1, -2) / 4).log_softmax(-1)[..., 32:96]
     assert torch.allclose(attn[0], ref, atol=1e-5)
-    assert all(b.attn.record_tail == 0 and b.attn.recorded is None for b in model.backbone.blocks)
+    x, feats, attentions = model.backbone(t, t.unsqueeze(1), s, attention_tail=4)  # an explicit return, no state
+    assert not feats and torch.equal(attentions[0][..., 32:96], attn[0]) and torch.equal(x, model.backbone(t, t.unsqueeze(1), s)[0])
+    assert not any(isinstance(v, torch.Tensor) for b in model.backbone.blocks for v in vars(b.attn).values())
+    with pytest.raises(ValueError, match="attention_tail needs the full path"):
+        model.backbone.blocks[0](x, 32, TemplateKV(), attention_tail=4)
+    pruner = ProgressiveDepthPruner(model, [1], blocks="backbone.blocks", mode="block")  # block hooks see (x, attention)
+    assert pruner.set_progress(20.0) == pytest.approx(0.5)
+    pruned = model(t, t, s, return_pred_attention=True)
+    assert torch.equal(pruned["boxes"], model(t, t, s)["boxes"]) and len(pruned["pred_attention"]) == 4
+    pruner.remove()
     corner = build_model("mixvit-b-corner-tiny")
     with pytest.raises(DistilkitError, match="prediction tokens"):
         corner(t, t, s, return_pred_attention=True)

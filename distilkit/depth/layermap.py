@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from distilkit.blocks import check_layers, drop_entries, resolve_blocks, update_depth_records
+from distilkit.blocks import check_layers, depth_attributes, drop_entries, resolve_blocks, update_depth_records
 from distilkit.errors import DistilkitError
 
 
@@ -72,10 +72,12 @@ class LayerMap:
             raise DistilkitError(f"bad LayerMap spec {spec!r}: {err}") from None
 
 
-def remove_layers(model: nn.Module, remove: Sequence[int], blocks: str = "blocks") -> LayerMap:
+def remove_layers(model: nn.Module, remove: Sequence[int], blocks: str = "blocks", *,
+                  depth_attrs: str | Sequence[str] = ()) -> LayerMap:
     """Physically delete blocks `remove` (0-based) from the container at `blocks`, in place.
 
-    The container keeps its type and identity; depth attributes and timm `feature_info` follow.
+    The container keeps its type and identity; timm `feature_info` follows, and so do the int attributes
+    named in `depth_attrs` (dotted paths from `model` holding the depth, e.g. "config.num_hidden_layers").
     Rebuild optimizers afterwards: the removed blocks' parameters are gone.
     """
     container = resolve_blocks(model, blocks)
@@ -83,7 +85,8 @@ def remove_layers(model: nn.Module, remove: Sequence[int], blocks: str = "blocks
     removed = check_layers(depth, remove)
     if len(removed) == depth:
         raise DistilkitError(f"cannot remove all {depth} blocks of {blocks!r}")
+    attributes = depth_attributes(model, depth_attrs, depth)
     layer_map = LayerMap(depth, tuple(removed))
     drop_entries(container, removed)
-    update_depth_records(model, blocks, depth, layer_map.kept)
+    update_depth_records(model, blocks, layer_map.kept, attributes)
     return layer_map

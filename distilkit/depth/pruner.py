@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from distilkit.blocks import check_layers, resolve_blocks, unwrap
+from distilkit.blocks import check_layers, depth_attributes, resolve_blocks, unwrap
 from distilkit.depth.influence import block_input, first_tensor
 from distilkit.depth.layermap import LayerMap, remove_layers
 from distilkit.errors import DistilkitError
@@ -145,16 +145,18 @@ class ProgressiveDepthPruner(ScheduledGamma):
         self.set_progress(state["progress"])
 
     # -- end ---------------------------------------------------------------------------------
-    def finalize(self) -> LayerMap:
+    def finalize(self, *, depth_attrs: str | Sequence[str] = ()) -> LayerMap:
         """Detach hooks and physically delete the removed blocks; returns the old→new LayerMap.
+        `depth_attrs`: the model's int attributes that hold the depth, set to the new one (see `remove_layers`).
 
         An existing optimizer keeps working (the deleted parameters just get no more gradients);
         re-wrap DDP models, whose reducer still expects gradients for them.
         """
         if self._finalized:
             raise DistilkitError("ProgressiveDepthPruner.finalize() was already called")
+        depth_attributes(self.model, depth_attrs, self.depth)  # before anything changes
         self.remove()
-        layer_map = remove_layers(self.model, self.removed, self.blocks)
+        layer_map = remove_layers(self.model, self.removed, self.blocks, depth_attrs=depth_attrs)
         self._finalized = True
         self._gamma = 0.0
         return layer_map

@@ -67,27 +67,26 @@ class PatchEmbed(nn.Module):
 
 
 class MixedAttention(nn.Module):
-    """Asymmetric mixed attention; `cache` switches between full, template-recording and cached use.
-
-    Set `record_tail = k` to keep, on the full path, the log-attention of the last k query tokens over
-    all keys in `recorded` (B, heads, k, N) (e.g. for distilling where prediction tokens look)."""
+    """Asymmetric mixed attention; `cache` switches between full, template-recording and cached use."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
-        self.record_tail = 0
-        self.recorded: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, num_template: int, cache: TemplateKV | None = None,
-                query_tail: int | None = None) -> torch.Tensor:
+                query_tail: int | None = None, *, attention_tail: int = 0) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x: all tokens (cache None), template tokens only (empty cache: fills it) or search and
         prediction tokens only (filled cache: their keys are appended to the cached template ones).
-        query_tail=k (cached use only): outputs only for the last k tokens, which still see all keys."""
+        query_tail=k (cached use only): outputs only for the last k tokens, which still see all keys.
+        attention_tail=k (full path only): returns (output, log-attention of the last k query tokens over
+        all keys, (B, heads, k, N)), e.g. for distilling where prediction tokens look."""
         b, n, _ = x.shape
         if query_tail is not None and (cache is None or cache.k is None):
             raise ValueError("query_tail needs a filled template cache")
+        if attention_tail and cache is not None:
+            raise ValueError("attention_tail needs the full path (no template cache)")
         inner = self.qkv.out_features // 3
         if cache is not None and cache.k is not None:
             # search (+ prediction) tokens over [cached template keys; their own keys], no concatenation
@@ -97,15 +96,16 @@ class MixedAttention(nn.Module):
             out_t = F.scaled_dot_product_attention(q[:, :, :num_template], k[:, :, :num_template], v[:, :, :num_template])
             out_s = F.scaled_dot_product_attention(q[:, :, num_template:], k, v)
             out = torch.cat([out_t, out_s], dim=2)
-            if self.record_tail:
-                tail = q[:, :, n - self.record_tail:]
-                self.recorded = (tail @ k.transpose(-1, -2) * tail.shape[-1] ** -0.5).log_softmax(dim=-1)
         else:
             if n != num_template:
                 raise ValueError(f"template recording expects {num_template} tokens, got {n}")
             cache.k, cache.v = k.contiguous(), v.contiguous()
             out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(b, n, inner))
+        out = self.proj(out.transpose(1, 2).reshape(b, n, inner))
+        if not attention_tail:
+            return out
+        tail = q[:, :, n - attention_tail:]
+        return out, (tail @ k.transpose(-1, -2) * tail.shape[-1] ** -0.5).log_softmax(dim=-1)
 
 
 class Mlp(nn.Module):
@@ -155,9 +155,14 @@ class Block(nn.Module):
         self.drop_path2 = DropPath()
 
     def forward(self, x: torch.Tensor, num_template: int, cache: TemplateKV | None = None,
-                query_tail: int | None = None) -> torch.Tensor:
+                query_tail: int | None = None, *, attention_tail: int = 0) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """query_tail=k (cached use only): update only the last k tokens (the prediction tokens of the
-        final block); the other rows are returned unchanged, so the output keeps the input's shape."""
+        final block); the other rows are returned unchanged, so the output keeps the input's shape.
+        attention_tail=k (full path only): returns (output, the attention's log-attention of the last k tokens)."""
+        if attention_tail:
+            attended, attention = self.attn(self.norm1(x), num_template, cache, attention_tail=attention_tail)
+            x = x + self.drop_path1(attended)
+            return x + self.drop_path2(self.mlp(self.norm2(x))), attention
         if query_tail is None:
             x = x + self.drop_path1(self.attn(self.norm1(x), num_template, cache))
             return x + self.drop_path2(self.mlp(self.norm2(x)))
@@ -240,16 +245,23 @@ class MixViTBackbone(nn.Module):
         return self.template_tokens * (1 + self.num_online)
 
     def forward(self, template: torch.Tensor, online: torch.Tensor, search: torch.Tensor,
-                return_features: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Full forward over all tokens; returns the last token sequence and per-block outputs."""
+                return_features: bool = False, *, attention_tail: int = 0,
+                ) -> tuple[torch.Tensor, list[torch.Tensor]] | tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """Full forward over all tokens; returns the last token sequence and per-block outputs (empty unless
+        `return_features`), and with attention_tail=k a third list: per block, the log-attention of the last
+        k tokens over all keys (B, heads, k, N), as timm's `forward_intermediates` returns what it is asked for."""
         x = torch.cat([self.embed_templates(template, online), self.embed_search(search)], dim=1)
         nt = self.num_template_tokens
-        feats = []
+        feats, attentions = [], []
         for blk in self.blocks:
-            x = blk(x, nt)
+            if attention_tail:
+                x, attention = blk(x, nt, attention_tail=attention_tail)
+                attentions.append(attention)
+            else:
+                x = blk(x, nt)
             if return_features:
                 feats.append(x)
-        return x, feats
+        return (x, feats, attentions) if attention_tail else (x, feats)
 
     def encode_templates(self, template: torch.Tensor, online: torch.Tensor) -> tuple[list[TemplateKV], list[torch.Tensor]]:
         """Run the template tokens alone through every block, recording each layer's keys/values."""

@@ -128,23 +128,17 @@ class MixFormerV2(nn.Module):
         n_pred = self._base_config.num_pred_tokens
         if return_pred_attention and not n_pred:
             raise DistilkitError("return_pred_attention needs prediction tokens (a T4 head); this model has a corner head")
-        attns = [blk.attn for blk in self.backbone.blocks] if return_pred_attention else []
-        for attn in attns:
-            attn.record_tail = n_pred
-        try:
+        if return_pred_attention:
+            x, feats, attentions = self.backbone(template, online, search, return_features, attention_tail=n_pred)
+        else:
             x, feats = self.backbone(template, online, search, return_features)
-        finally:
-            for attn in attns:
-                attn.record_tail = 0
         nt = self.backbone.num_template_tokens
         out: dict[str, Any] = self._heads(x[:, nt:])
         if return_features:
             out["features"] = feats
         if return_pred_attention:
             s = self._base_config.search_feat_size ** 2
-            out["pred_attention"] = [attn.recorded[..., nt:nt + s] for attn in attns]
-            for attn in attns:
-                attn.recorded = None
+            out["pred_attention"] = [attention[..., nt:nt + s] for attention in attentions]
         return out
 
     def set_templates(self, template: torch.Tensor, online_template: torch.Tensor) -> CachedTemplates:

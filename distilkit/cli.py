@@ -14,7 +14,6 @@ import typer
 
 from distilkit import __version__
 from distilkit.errors import DistilkitError, os_error_message
-from distilkit.heap import retain_freed_memory
 
 app = typer.Typer(
     name="distilkit",
@@ -38,7 +37,6 @@ def _root(
     ),
 ) -> None:
     """distilkit: distillation and pruning for vision transformers."""
-    retain_freed_memory()  # the CLI owns its process: no per-frame page faults for freed buffers (distilkit.heap)
 
 
 from distilkit.commands.prune import prune as _prune  # noqa: E402

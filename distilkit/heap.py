@@ -5,8 +5,9 @@ blocks with mmap. An inference loop that frees and reallocates its buffers every
 the page faults of fresh memory every frame: about 700 per compiled MixFormerV2-S frame on this
 2-core machine, 1.1 ms of its 18 (measured A/B in one process). `retain_freed_memory()` raises both
 thresholds for the whole process, which is how jemalloc and tcmalloc behave by default; memory
-freed stays reusable by the process instead of going back to the OS. The distilkit CLI and the
-benchmarks call it at start-up; a library user calls it once in their own inference process.
+freed stays reusable by the process instead of going back to the OS. It is process-wide, so it is applied
+only where frames are tracked: `distilkit eval`, `distilkit prune` (its reports; not with --dry-run) and the
+benchmarks; a library user calls it once in their own inference process.
 """
 
 from __future__ import annotations

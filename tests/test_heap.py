@@ -60,3 +60,18 @@ def test_other_c_libraries_keep_their_policy_and_bad_values_are_refused(monkeypa
         retain_freed_memory(mmap_threshold=64 << 20)
     with pytest.raises(DistilkitError, match="trim_threshold must be >= 0"):
         retain_freed_memory(trim_threshold=-1)
+
+
+def test_only_commands_that_track_frames_change_the_process_heap(monkeypatch, tmp_path):
+    """The glibc setting is process-wide: `distilkit recipes` leaves malloc alone, `distilkit eval` applies it."""
+    import types
+
+    import distilkit.heap
+    from cli_exit import cli_exit_code
+
+    calls = []
+    fake_platform = types.SimpleNamespace(system=lambda: calls.append("applied") or "Darwin")  # seen by every caller
+    monkeypatch.setattr(distilkit.heap, "platform", fake_platform)
+    assert cli_exit_code(["recipes"]) == 0 and calls == []
+    assert cli_exit_code(["eval", "constant", "--data", "synthetic:1", "--no-progress", "--out", str(tmp_path / "e")]) == 0
+    assert calls == ["applied"]

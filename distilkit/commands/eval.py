@@ -171,6 +171,9 @@ def eval_command(
         import torch
 
         torch.set_num_threads(threads)
+    from distilkit.heap import retain_freed_memory
+
+    retain_freed_memory()  # this process tracks frames: no per-frame page faults for freed buffers
     # one model per MODEL, shared by every dataset (not one random or reloaded model per dataset)
     prepared = {spec: _prepare_model(spec, device, compile_) for spec in specs if spec.lower() not in BASELINES}
     factories = {(spec, d.name): _tracker_factory(spec, d.name, update_interval, device, prepared=prepared.get(spec))

@@ -60,6 +60,10 @@ def prune(
                         init_backbone=init_backbone, out=out,
                         seed=seed, resume=resume, force=force, dry_run=dry_run, device=device, until=until)
     run = RecipeRun(opts, Console(stderr=True))
+    if not dry_run:
+        from distilkit.heap import retain_freed_memory
+
+        retain_freed_memory()  # the reports track frames in this process: no per-frame page faults for freed buffers
     result = run.run()
     if dry_run:
         console = Console(width=None if sys.stdout.isatty() else 120)

@@ -55,6 +55,10 @@ from distilkit.commands.eval import eval_command as _eval  # noqa: E402
 
 app.command("eval")(_eval)
 
+from distilkit.commands.export import export as _export  # noqa: E402
+
+app.command("export")(_export)
+
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Console-script entry point: run the app, turning user and file-system errors into one line and exit code 2."""

@@ -52,9 +52,24 @@ def _check_baselines(names: list[str]) -> None:
             raise DistilkitError(f"--baseline {b!r} is not a baseline; expected one of {', '.join(BASELINES)}")
 
 
-def _prepare_model(spec: str, device: str, compile_: bool = False) -> Any:
+def _prepare_export(spec: str, device: str, compile_: bool, threads: Optional[int]) -> Any:
+    """An export folder's graphs loaded once in onnxruntime (CPU), shared by every sequence's OnnxTracker."""
+    from distilkit.deploy import OnnxTrackerModel
+
+    if device != "cpu" or compile_:
+        flag = "--compile" if compile_ else f"--device {device}"
+        raise DistilkitError(f"{spec}: an export folder runs on onnxruntime's CPU provider; {flag} does not apply")
+    return OnnxTrackerModel(spec, threads)
+
+
+def _prepare_model(spec: str, device: str, compile_: bool = False, threads: Optional[int] = None) -> Any:
     """The MixFormerV2 model MODEL names, built or loaded and prepared (prepacked or compiled) once, so
-    every dataset and sequence tracks with the same model (random weights included)."""
+    every dataset and sequence tracks with the same model (random weights included); for an export folder
+    (`distilkit export`), its graphs loaded in onnxruntime."""
+    from distilkit.deploy.manifest import is_export_dir
+
+    if is_export_dir(spec):
+        return _prepare_export(spec, device, compile_, threads)
     from distilkit.commands.models import distilkit_model_names, resolve_model
     from distilkit.trackers.mixformerv2 import MixFormerV2, MixFormerV2Tracker
 
@@ -87,10 +102,15 @@ def _tracker_factory(spec: str, dataset_name: str, update_interval: Optional[int
     if spec.lower() in BASELINES:
         make_baseline(spec)  # fail now (e.g. OpenCV missing), not inside the loop
         return lambda: make_baseline(spec)
-    from distilkit.trackers.mixformerv2 import MixFormerV2Tracker
-    from distilkit.trackers.mixformerv2.tracker import default_update_interval
+    from distilkit.deploy import OnnxTracker, OnnxTrackerModel
+    from distilkit.trackers.single_object import default_update_interval
 
     model = prepared if prepared is not None else _prepare_model(spec, device, compile_)
+    if isinstance(model, OnnxTrackerModel):
+        interval = update_interval or default_update_interval(model.name, dataset_name)
+        return lambda: OnnxTracker(model, update_interval=interval)
+    from distilkit.trackers.mixformerv2 import MixFormerV2Tracker
+
     interval = update_interval or default_update_interval(model.config.name, dataset_name)
     return lambda: MixFormerV2Tracker(model, update_interval=interval, device=device, prepack=False)
 
@@ -129,7 +149,7 @@ def _table(rows: list[Any], title: str) -> Any:
 
 
 def eval_command(
-    model: str = typer.Argument(..., help="Baseline (constant, csrt, kcf), distilkit model name, or a saved model directory."),
+    model: str = typer.Argument(..., help="Baseline (constant, csrt, kcf), distilkit model name, a saved model directory, or an export folder (distilkit export; tracks on onnxruntime)."),
     data: str = typer.Option("synthetic", "--data", help="Datasets: synthetic[:N] (the demo's held-out split), synthetic-test:RECIPE[@BUDGET] (the split that recipe's report scored), got10k:DIR, lasot:DIR, trackingnet:DIR (comma-separated)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write <out>/<tracker>/<seq>.txt, summary.json and <out>/success.png."),
     compare: Optional[list[Path]] = typer.Option(None, "--compare", help="Earlier result folder(s) to compare with (repeatable)."),
@@ -139,7 +159,7 @@ def eval_command(
     update_interval: Optional[int] = typer.Option(None, "--update-interval", min=1, help="Online template update interval (default: the official one of the model family on that benchmark; 25 on synthetic data)."),
     exclude_invalid: Optional[bool] = typer.Option(None, "--exclude-invalid/--count-invalid", help="Drop or count-as-failure frames without valid gt (default: pytracking per dataset)."),
     device: str = typer.Option("cpu", "--device", help="torch device for model trackers."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=MAX_THREADS, help="torch intra-op threads."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=MAX_THREADS, help="torch (or onnxruntime) intra-op threads."),
     compile_: bool = typer.Option(False, "--compile", help="Compile the per-frame path with TorchInductor (needs a C++ compiler; about 1.2× as fast on CPU after a few seconds of compiling)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -175,7 +195,7 @@ def eval_command(
 
     retain_freed_memory()  # this process tracks frames: no per-frame page faults for freed buffers
     # one model per MODEL, shared by every dataset (not one random or reloaded model per dataset)
-    prepared = {spec: _prepare_model(spec, device, compile_) for spec in specs if spec.lower() not in BASELINES}
+    prepared = {spec: _prepare_model(spec, device, compile_, threads) for spec in specs if spec.lower() not in BASELINES}
     factories = {(spec, d.name): _tracker_factory(spec, d.name, update_interval, device, prepared=prepared.get(spec))
                  for spec in specs for d in datasets}
     console = Console()

@@ -19,11 +19,10 @@ import torch
 from distilkit.checks import as_int, as_number
 from distilkit.data.augment import DRAWS, Augment
 from distilkit.data.crop import crop_around
+from distilkit.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 from distilkit.data.sequence import Sequence, sized_boxes
 from distilkit.errors import DistilkitError
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 _MAX_TRIES = 100
 #: How datasets are drawn: by their sequence counts, or each with equal probability (official MixFormerV2: 1:1:1:1).
 DATASET_WEIGHTS = ("sequences", "equal")

@@ -8,44 +8,20 @@ do no online update and report score NaN.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
-from distilkit.checks import as_int, as_number
-from distilkit.data.crop import CropWindow, check_rgb_image, clip_box, crop_around
-from distilkit.data.sampler import IMAGENET_MEAN, IMAGENET_STD
+from distilkit.checks import as_number
+from distilkit.data.crop import CropWindow, clip_box, crop_around
+from distilkit.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 from distilkit.errors import DistilkitError
 from distilkit.fingerprint import ModuleFingerprint
 from distilkit.prepack import prepack_available, prepacked_view, shared_view
 from distilkit.trackers.mixformerv2.model import CachedTemplates, MixFormerV2
-
-
-#: Official online-template update intervals per benchmark (TEST.UPDATE_INTERVALS of the released score configs,
-#: experiments/mixformer2_vit_online/224_depth4_mlp1_score.yaml and 288_depth8_score.yaml).
-UPDATE_INTERVALS = {
-    "mixformerv2-s": {"lasot": 200, "got10k": 15, "trackingnet": 25},
-    "mixformerv2-b": {"lasot": 200, "got10k": 10, "trackingnet": 25},
-}
-
-
-def official_update_interval(model_name: str, dataset: str) -> int | None:
-    """The official update interval of a model family (its `-tiny` variant included; any other model gets
-    MixFormerV2-S's) on benchmark `dataset` (lasot, got10k, trackingnet), or None for other data."""
-    return UPDATE_INTERVALS.get(model_name.removesuffix("-tiny"), UPDATE_INTERVALS["mixformerv2-s"]).get(dataset)
-
-
-#: Update intervals on data without an official one: the built-in synthetic videos (60-100 frames) update twice or more.
-DEFAULT_UPDATE_INTERVALS = {"synthetic": 25}
-FALLBACK_UPDATE_INTERVAL = 200
-
-
-def default_update_interval(model_name: str, dataset: str) -> int:
-    """The interval `distilkit eval` and `distilkit prune` reports track with: the official one on its benchmark,
-    DEFAULT_UPDATE_INTERVALS on the synthetic data, else FALLBACK_UPDATE_INTERVAL."""
-    return (official_update_interval(model_name, dataset) or DEFAULT_UPDATE_INTERVALS.get(dataset)
-            or FALLBACK_UPDATE_INTERVAL)
+from distilkit.trackers.single_object import (
+    DEFAULT_UPDATE_INTERVALS, FALLBACK_UPDATE_INTERVAL, UPDATE_INTERVALS, OnlineUpdateRule, check_initial_box,
+    default_update_interval, official_update_interval,
+)
 
 
 class MixFormerV2Tracker:
@@ -86,7 +62,7 @@ class MixFormerV2Tracker:
                 f"tracker sizes {self.template_size}/{self.search_size} do not match the model's "
                 f"{cfg.template_size}/{cfg.search_size} (template/search)"
             )
-        update_interval = as_int(update_interval, "update_interval", minimum=1)
+        rule = OnlineUpdateRule(update_interval, score_threshold, cfg.num_online_templates)
         # crop side = factor × sqrt(w·h)
         self.template_factor = as_number(template_factor, "template_factor", above=0)
         self.search_factor = as_number(cfg.search_factor if search_factor is None else search_factor, "search_factor", above=0)
@@ -99,8 +75,8 @@ class MixFormerV2Tracker:
         self.view_kind = "compiled" if compile else "prepacked" if (
             prepack and self.device.type == "cpu" and prepack_available()) else None
         self._make_view()
-        self.update_interval = update_interval
-        self.score_threshold = as_number(score_threshold, "score_threshold")
+        self.rule = rule
+        self.update_interval, self.score_threshold = rule.interval, rule.threshold
         if online_update and model.score_head is None:
             raise DistilkitError("online_update=True needs a model with a score head (it picks the frame to update with)")
         self.online_update = model.score_head is not None if online_update is None else bool(online_update)
@@ -142,18 +118,7 @@ class MixFormerV2Tracker:
     @torch.no_grad()
     def initialize(self, image: np.ndarray, box_xywh: np.ndarray) -> None:
         """Start tracking the target at `box_xywh` (x, y, w, h in pixels) in the first frame."""
-        try:
-            box = np.asarray(box_xywh, dtype=np.float64)
-        except (TypeError, ValueError):
-            box = np.empty(0)
-        if box.shape != (4,):
-            raise DistilkitError(f"initial box must be 4 numbers (x, y, w, h), got {box_xywh!r}"[:200])
-        if not (np.isfinite(box).all() and box[2] > 0 and box[3] > 0):
-            raise DistilkitError(f"initial box must be finite with positive width and height, got {box.tolist()}")
-        check_rgb_image(image)
-        h, w = image.shape[:2]
-        if box[0] >= w or box[1] >= h or box[0] + box[2] <= 0 or box[1] + box[3] <= 0:
-            raise DistilkitError(f"initial box {box.tolist()} (x, y, w, h) lies outside the {w}×{h} image")
+        box = check_initial_box(image, box_xywh)
         self.state = None
         self._follow_source()
         self.template = self._template(image, box)
@@ -165,9 +130,7 @@ class MixFormerV2Tracker:
                                       templates=self.templates)
         self.state = box
         self.frame_id = 0
-        self.best_score = -math.inf
-        self.candidate = self.template
-        self.forget_id = 0
+        self.rule.reset(self.template)
 
     @torch.no_grad()
     def track(self, image: np.ndarray) -> tuple[np.ndarray, float]:
@@ -188,13 +151,21 @@ class MixFormerV2Tracker:
     def _box_to_image(self, xyxy: np.ndarray, window: CropWindow, image_hw: tuple[int, int]) -> np.ndarray:
         return clip_box(window.box_from_crop(xyxy), image_hw, margin=10.0)
 
+    @property
+    def best_score(self) -> float:
+        """The best score since the last online-template update (-inf: no candidate frame yet)."""
+        return self.rule.best_score
+
     def _update_online(self, image: np.ndarray, score: float) -> None:
-        if score > self.score_threshold and score > self.best_score:
-            self.candidate = self._template(image, self.state)
-            self.best_score = score
-        if self.frame_id % self.update_interval == 0:
-            self.online[:, self.forget_id] = self.candidate[0]
-            self.forget_id = (self.forget_id + 1) % self.online.shape[1]
+        update = self.rule.step(self.frame_id, score, lambda: self._template(image, self.state))
+        if update is not None:
+            slot, template = update
+            self.online[:, slot] = template[0]
             self.model.update_online_template(self.online, templates=self.templates)
-            self.best_score = -math.inf
-            self.candidate = self.template
+
+
+# the update intervals were defined here first: importing them from this module still works
+__all__ = [
+    "DEFAULT_UPDATE_INTERVALS", "FALLBACK_UPDATE_INTERVAL", "MixFormerV2Tracker", "UPDATE_INTERVALS",
+    "default_update_interval", "official_update_interval",
+]

@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     distinct(args.seeds, "--seeds", ap)
     set_threads(args.threads)
-    command = "python benchmarks/d2s_ablation.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    given = argv if argv is not None else sys.argv[1:]
+    command = "python benchmarks/d2s_ablation.py " + " ".join(shlex.quote(a) for a in given)
     start = time.perf_counter()
     res = run(QUICK_TRACKING if args.quick else TrackingScale(), args.seeds, args.cache)
     res.update(seeds=args.seeds, quick=args.quick, seconds=time.perf_counter() - start, machine=machine(),

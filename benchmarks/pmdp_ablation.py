@@ -247,7 +247,8 @@ def plot(results: dict[str, Any], path: Path) -> Path:
         ax.set_ylabel(label)
         ax.set_title(f"{task}: 4-layer students, {len(res['rows'][0]['runs'])} seeds (mean ± std)")
         lo = min(x[key] for r in res["rows"] for x in r["runs"]) * 100
-        ax.set_ylim(max(0.0, lo - 10), max(res["teacher"][key] * 100, max(x[key] for r in res["rows"] for x in r["runs"]) * 100) + 5)
+        ax.set_ylim(max(0.0, lo - 10),
+                    max(res["teacher"][key] * 100, max(x[key] for r in res["rows"] for x in r["runs"]) * 100) + 5)
         ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     saved = save_figure(fig, path)
@@ -260,8 +261,9 @@ def report(results: dict[str, Any], command: str) -> str:
              f"Wall time: {results['seconds'] / 60:.1f} min; seeds {results['seeds']} (teacher trained once, seed 0)\n"]
     if "tracking" in results:
         sc = results["tracking"]["scale"]
-        parts.append(f"\n## Tracking (tiny 12-layer corner-head MixViT teacher, synthetic data)\n\n{sc['train_sequences']} train / "
-                     f"{sc['test_sequences']} test sequences of {sc['length']} frames; teacher {sc['teacher_epochs']} "
+        parts.append("\n## Tracking (tiny 12-layer corner-head MixViT teacher, synthetic data)\n\n"
+                     f"{sc['train_sequences']} train / {sc['test_sequences']} test sequences of {sc['length']} frames; "
+                     f"teacher {sc['teacher_epochs']} "
                      f"epochs, every student {sc['student_epochs']} epochs × {sc['samples_per_epoch']} samples "
                      f"(batch {sc['batch_size']}).\n\n" + tracking_table(results["tracking"]))
     if "classification" in results:
@@ -285,7 +287,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     distinct(args.seeds, "--seeds", ap)
     set_threads(args.threads)
-    command = "python benchmarks/pmdp_ablation.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    given = argv if argv is not None else sys.argv[1:]
+    command = "python benchmarks/pmdp_ablation.py " + " ".join(shlex.quote(a) for a in given)
     start = time.perf_counter()
     results: dict[str, Any] = {"seeds": args.seeds, "quick": args.quick}
     if args.task in ("all", "tracking"):

@@ -12,6 +12,9 @@ code, the cached program with the old (or the other model's) frozen weights runs
 torch 2.14). So every `FrozenFunction` compiles a private copy of `fn`'s code, and a
 `distilkit.fingerprint.ModuleFingerprint` checked per call (weights, submodules, train/eval flags)
 starts a new copy when anything changed.
+
+TorchInductor's config and C++ builder are private torch modules: `compiler_status()` checks for every piece
+used here, so a torch without them reports why and callers that compile by choice (the benchmarks) stay eager.
 """
 
 from __future__ import annotations
@@ -30,23 +33,39 @@ from torch import nn
 from distilkit.errors import DistilkitError
 from distilkit.fingerprint import ModuleFingerprint
 
-__all__ = ["FrozenFunction", "compiler_available"]
+__all__ = ["FrozenFunction", "compiler_available", "compiler_status"]
 
 _copies = itertools.count()
 _skip_module_guards = getattr(torch.compiler, "skip_guard_on_all_nn_modules_unsafe", None)
 _GUARD_OPTIONS = {"guard_filter_fn": _skip_module_guards} if _skip_module_guards is not None else None
+#: the options `FrozenFunction` sets through `torch._inductor.config.patch` (all must exist in this torch)
+_INDUCTOR_OPTIONS = ("freezing", "cpp_wrapper", "max_autotune")
+NO_COMPILER = "unavailable: no C++ compiler found (install g++ or set CXX)"
+
+
+def compiler_status() -> str:
+    """One line: 'available', or 'unavailable: <reason>' when this torch lacks the private TorchInductor
+    pieces used here (its config and C++ builder) or no C++ compiler for CPU kernels is found."""
+    _import_cpp_extension_quietly()
+    try:
+        config = importlib.import_module("torch._inductor.config")
+        cpp_builder = importlib.import_module("torch._inductor.cpp_builder")
+    except ImportError as err:
+        return f"unavailable: this torch has no TorchInductor config or C++ builder ({err})"
+    missing = [f"torch._inductor.config.{name}" for name in ("patch", *_INDUCTOR_OPTIONS) if not hasattr(config, name)]
+    missing += [] if hasattr(cpp_builder, "get_cpp_compiler") else ["torch._inductor.cpp_builder.get_cpp_compiler"]
+    if missing:
+        return f"unavailable: this torch lacks {', '.join(missing)} (private TorchInductor API)"
+    try:
+        cpp_builder.get_cpp_compiler()
+    except Exception:  # noqa: BLE001 - any failure means inductor cannot build CPU kernels here
+        return NO_COMPILER
+    return "available"
 
 
 def compiler_available() -> bool:
-    """True when TorchInductor finds the C++ compiler it needs to build CPU kernels."""
-    _import_cpp_extension_quietly()
-    try:
-        from torch._inductor import cpp_builder
-
-        cpp_builder.get_cpp_compiler()
-    except Exception:  # noqa: BLE001 - any failure means inductor cannot build CPU kernels here
-        return False
-    return True
+    """True when TorchInductor can compile CPU kernels here (see `compiler_status` for why not)."""
+    return compiler_status() == "available"
 
 
 def _private_copy(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -86,9 +105,9 @@ class FrozenFunction:
         if not isinstance(fn, types.FunctionType):
             raise DistilkitError(f"FrozenFunction needs a plain function fn(module, *args), got {type(fn).__name__} "
                                  "(for a method, pass the class's function, e.g. type(model).forward)")
-        if not compiler_available():
-            raise DistilkitError("compiling needs a C++ compiler for TorchInductor's CPU kernels and none was "
-                                 "found (install g++ or set CXX)")
+        status = compiler_status()
+        if status != "available":
+            raise DistilkitError(f"cannot compile with TorchInductor here: {status.removeprefix('unavailable: ')}")
         self.fn, self.module = fn, module
         self.options = {"freezing": True, "cpp_wrapper": cpp_wrapper, "max_autotune": max_autotune}
         self._compiled: Callable[..., Any] | None = None

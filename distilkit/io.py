@@ -35,8 +35,9 @@ from distilkit.atomic import atomic_path, write_atomic
 from distilkit.blocks import unwrap
 from distilkit.errors import DistilkitError
 from distilkit.factories import (
-    ModelTooLarge, bounded, check_nesting, construct, elements, one_line, plain_data, register_factory, too_large,
+    ModelTooLarge, bounded, check_nesting, construct, elements, one_line, plain_data, too_large,
 )
+from distilkit.factories import register_factory  # noqa: F401 - public here too: distilkit.io.register_factory
 
 FORMAT = "distilkit-arch/1"
 WEIGHTS = "model.safetensors"
@@ -140,7 +141,8 @@ def _edit_problem(edit: Any) -> str | None:
         return f"needs an 'op' ({', '.join(_EDIT_OPS)}) and a 'path' string"
     if edit["op"] == "truncate":
         length = edit.get("length")
-        return None if isinstance(length, int) and not isinstance(length, bool) and length >= 0 else "'length' must be an int >= 0"
+        ok = isinstance(length, int) and not isinstance(length, bool) and length >= 0
+        return None if ok else "'length' must be an int >= 0"
     if edit["op"] == "keep":
         keys = edit.get("keys")
         return None if isinstance(keys, list) and all(isinstance(k, str) for k in keys) else "'keys' must be a list of names"
@@ -155,7 +157,8 @@ def _edit_problem(edit: Any) -> str | None:
         if not isinstance(spec, dict) or spec.get("kind") not in ("param", "buffer") or "shape" not in spec:
             return f"tensor {name!r} needs 'kind' ('param' or 'buffer') and 'shape'"
         shape = spec["shape"]
-        if shape is not None and not (isinstance(shape, list) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+        if shape is not None and not (isinstance(shape, list)
+                                      and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
             return f"bad shape {shape!r} for {edit['path'] or 'model'}.{name}"
         if shape is not None and math.prod(shape) > factories.MAX_ELEMENTS:
             return (f"shape {one_line(shape, 80)} for {edit['path'] or 'model'}.{name} has more than "
@@ -202,7 +205,8 @@ def _apply(ref: nn.Module, edit: dict[str, Any], where: str) -> None:
     known = _attrs(target)  # only the plain attributes the factory's module has: nothing else is set
     for attr, value in edit.get("attrs", {}).items():
         if attr not in known:
-            raise DistilkitError(f"{where}: {type(target).__name__} {edit['path'] or 'model'} has no plain attribute {attr!r} to set")
+            raise DistilkitError(f"{where}: {type(target).__name__} {edit['path'] or 'model'} has no plain attribute {attr!r} to "
+                                 "set")
         setattr(target, attr, tuple(value) if isinstance(known[attr], tuple) and isinstance(value, list) else value)
     for name, spec in edit.get("tensors", {}).items():
         kind, shape = spec["kind"], spec["shape"]
@@ -319,7 +323,8 @@ def describe(model: nn.Module, arch: dict[str, Any] | None = None) -> dict[str, 
     """The arch.json content for `model` (factory, config, structural edits, param count)."""
     net = unwrap(model)
     if arch is not None:
-        if not isinstance(arch, dict) or not isinstance(arch.get("factory"), str) or not isinstance(arch.get("config") or {}, dict):
+        if (not isinstance(arch, dict) or not isinstance(arch.get("factory"), str)
+                or not isinstance(arch.get("config") or {}, dict)):
             raise DistilkitError(f"save(arch=...) needs {{'factory': str, 'config': dict}}, got {arch!r}"[:200])
         factory, config = arch["factory"], dict(arch.get("config") or {})
     else:

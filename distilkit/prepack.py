@@ -6,7 +6,9 @@ does (up to a quarter of a linear's time at tracking batch sizes here; ~10 % of 
 `F.linear` to float rounding. The fast kernel is used only where it is valid (CPU, fp32, no autograd
 recording, no dispatch mode such as the FLOPs counter active); everywhere else the layer is a plain
 `nn.Linear`. Weights changed in place (an optimizer step, `load_state_dict`) are repacked on the next
-call, so a prepacked model stays correct; `unpack_linears` restores the plain class.
+call, so a prepacked model stays correct; `unpack_linears` restores the plain class. The kernel, the
+reorder and the dispatch-mode check are private torch APIs: `prepack_status()` says which one a torch lacks,
+and the trackers then run plain eager layers.
 """
 
 from __future__ import annotations
@@ -19,13 +21,26 @@ from torch import nn
 
 from distilkit.fingerprint import tensor_version
 
-__all__ = ["PrepackedLinear", "prepack_available", "prepack_linears", "prepacked_view", "shared_view", "unpack_linears"]
+__all__ = ["PrepackedLinear", "prepack_available", "prepack_linears", "prepack_status", "prepacked_view", "shared_view",
+           "unpack_linears"]
+
+
+def prepack_status() -> str:
+    """One line: 'available', or 'unavailable: <reason>' when this torch build has no oneDNN or lacks one of
+    the private APIs used here (oneDNN's linear kernel and weight reorder, the dispatch-mode stack check)."""
+    if not torch.backends.mkldnn.is_available():
+        return "unavailable: this torch build has no oneDNN (torch.backends.mkldnn)"
+    missing = [f"torch.ops.mkldnn.{op}" for op in ("_linear_pointwise", "_reorder_linear_weight")
+               if not hasattr(torch.ops.mkldnn, op)]
+    missing += [] if hasattr(torch._C, "_len_torch_dispatch_stack") else ["torch._C._len_torch_dispatch_stack"]
+    if missing:
+        return f"unavailable: this torch lacks {', '.join(missing)} (private oneDNN / dispatch API)"
+    return "available"
 
 
 def prepack_available() -> bool:
-    """True when this torch build has the oneDNN linear kernel and weight reorder."""
-    ops = torch.ops.mkldnn
-    return torch.backends.mkldnn.is_available() and hasattr(ops, "_linear_pointwise") and hasattr(ops, "_reorder_linear_weight")
+    """True when this torch build has everything prepacking uses (see `prepack_status` for why not)."""
+    return prepack_status() == "available"
 
 
 class PrepackedLinear(nn.Linear):
@@ -74,10 +89,11 @@ def prepack_linears(model: nn.Module, batch_hint: int = 256) -> int:
     """Turn every `nn.Linear` in `model` into a `PrepackedLinear` (in place); returns how many changed.
 
     `batch_hint` is the typical number of rows (tokens × batch) per call, used to pick the weight layout.
-    A build without the oneDNN kernel raises RuntimeError instead of silently running the slow path.
+    A torch without what it needs (`prepack_status`) raises RuntimeError instead of silently running the slow path.
     """
-    if not prepack_available():
-        raise RuntimeError("prepack_linears: this torch build has no oneDNN linear kernel (torch.ops.mkldnn)")
+    status = prepack_status()
+    if status != "available":
+        raise RuntimeError(f"prepack_linears: {status}")
     count = 0
     for module in model.modules():
         if type(module) is nn.Linear:

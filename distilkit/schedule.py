@@ -162,7 +162,8 @@ class ScheduledGamma:
         try:
             gamma = as_number(value, "gamma")  # a Python, numpy or 0-d torch number
         except DistilkitError:
-            raise DistilkitError(f"{self._what} schedule gave gamma={value!r} at t={t:g}; it must return a finite number") from None
+            raise DistilkitError(f"{self._what} schedule gave gamma={value!r} at t={t:g}; "
+                                 "it must return a finite number") from None
         self.progress = t
         self._gamma = min(max(gamma, 0.0), 1.0)
         return self._gamma

@@ -233,7 +233,8 @@ def test_cli_flags_have_caps(capsys):
     from distilkit.cli import main
 
     for argv in (["prune", "--dry-run", "--seed", str(2**70)], ["flops", "mixformerv2-s-tiny", "--search-size", "4000000"],
-                 ["flops", "timm:vit_tiny_patch16_224", "--input-size", "1000000"], ["eval", "constant", "--threads", "99999999999"]):
+                 ["flops", "timm:vit_tiny_patch16_224", "--input-size", "1000000"],
+                 ["eval", "constant", "--threads", "99999999999"]):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2 and "Traceback" not in capsys.readouterr().err
@@ -457,7 +458,8 @@ def test_tracker_names_are_plain_names(tmp_path, capsys, name):
     (lambda t: t.replace("name: tiny-s", "name: ../../escaped"), "name"),  # names the default --out runs/<name>
     (lambda t: t.replace("  - name: score", "  - name: scoré").replace("      score: {epochs: 1}", "      scoré: {epochs: 1}"),
      "stages[5].name"),
-    (lambda t: t.replace("  - name: score", "  - name: ../score").replace("      score: {epochs: 1}", "      ../score: {epochs: 1}"),
+    (lambda t: t.replace("  - name: score", "  - name: ../score").replace("      score: {epochs: 1}", "      ../score: {epochs: "
+                                                                                                      "1}"),
      "stages[5].name"),
 ])
 def test_recipe_and_stage_names_are_plain_names(tmp_path, capsys, edit, key):

@@ -31,7 +31,8 @@ def test_json_parses_and_matches_table():
     assert data["flops"] == 2 * data["macs"] and data["params"]["total"] == 130_577
     table = invoke("mixformerv2-s-tiny", "--depth", "1")
     assert table.exit_code == 0, table.output
-    rows = {m.group(1): int(m.group(2).replace(",", "")) for m in re.finditer(r"│ +(\S+) +│ \w+ +│ +[\d,]+ │ +([\d,]+) │", table.output)}
+    rows = {m.group(1): int(m.group(2).replace(",", ""))
+            for m in re.finditer(r"│ +(\S+) +│ \w+ +│ +[\d,]+ │ +([\d,]+) │", table.output)}
     assert rows["(model)"] == data["macs"]
     for name in ("backbone", "box_head", "score_head"):
         assert rows[name] == data["modules"][name]["macs"]

@@ -16,7 +16,8 @@ from distilkit.compiled import FrozenFunction, compiler_available
 from distilkit.errors import DistilkitError
 from distilkit.trackers.mixformerv2 import MixFormerV2Tracker, build_model
 
-pytestmark = [pytest.mark.isa_sensitive, pytest.mark.skipif(not compiler_available(), reason="TorchInductor has no C++ compiler here")]
+pytestmark = [pytest.mark.isa_sensitive, pytest.mark.skipif(not compiler_available(), reason="TorchInductor has no C++ compiler "
+                                                                                             "here")]
 
 
 def _apply(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -56,8 +57,8 @@ def test_no_compiler_or_a_bound_method_is_a_clear_error(monkeypatch):
     model = _mlp(0)
     with pytest.raises(DistilkitError, match="plain function"):
         FrozenFunction(model.forward, model)
-    monkeypatch.setattr(distilkit.compiled, "compiler_available", lambda: False)
-    with pytest.raises(DistilkitError, match="C\\+\\+ compiler"):
+    monkeypatch.setattr(distilkit.compiled, "compiler_status", lambda: distilkit.compiled.NO_COMPILER)
+    with pytest.raises(DistilkitError, match="cannot compile with TorchInductor here: no C\\+\\+ compiler"):
         FrozenFunction(_apply, model)
 
 
@@ -142,7 +143,7 @@ def test_eval_compile_flag_tracks_like_eager_and_prepares_the_model_once(tmp_pat
         assert exc.value.code == 0
         boxes[bool(flag)] = np.loadtxt(out / "m" / "synthetic-test-0000.txt", delimiter=",")
     assert np.allclose(boxes[True], boxes[False], atol=1e-2)
-    monkeypatch.setattr(distilkit.compiled, "compiler_available", lambda: False)
+    monkeypatch.setattr(distilkit.compiled, "compiler_status", lambda: distilkit.compiled.NO_COMPILER)
     with pytest.raises(SystemExit) as exc:
         main(["eval", saved, "--data", "synthetic:1", "--no-progress", "--compile"])
     assert exc.value.code == 2

@@ -87,8 +87,12 @@ def test_flip_mirrors_the_search_crop_and_its_box(data):
         if a["label"] == 1:
             assert b["search_box"].tolist() == pytest.approx([1 - x2, y1, 1 - x1, y2], abs=1e-7)
             side = 64
-            cut = lambda crop, box: crop[round(box[1] * side):round(box[3] * side), round(box[0] * side):round(box[2] * side)]
-            np.testing.assert_array_equal(cut(_crops(b)[2], b["search_box"].tolist()), cut(_crops(a)[2], [x1, y1, x2, y2])[:, ::-1])
+
+            def cut(crop, box):
+                return crop[round(box[1] * side):round(box[3] * side), round(box[0] * side):round(box[2] * side)]
+
+            np.testing.assert_array_equal(cut(_crops(b)[2], b["search_box"].tolist()),
+                                          cut(_crops(a)[2], [x1, y1, x2, y2])[:, ::-1])
         else:
             seen_negative = True
             assert b["search_box"].tolist() == [0.0, 0.0, 0.0, 0.0]

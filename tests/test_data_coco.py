@@ -165,9 +165,11 @@ def _raw(text: str):
     (_edit(lambda d: d["images"][0].update(file_name="../x.jpg")), r"images\[0\]\.file_name '\.\./x\.jpg' must be a plain name"),
     (_edit(lambda d: d["annotations"][1].update(image_id=99)), r"annotations\[1\]\.image_id: 99 is not the id of any image"),
     (_edit(lambda d: d["annotations"][0].pop("bbox")), r"annotations\[0\]: missing key 'bbox'"),
-    (_edit(lambda d: d["annotations"][0].update(bbox=[1, 2, 3])), r"annotations\[0\]\.bbox: expected 4 finite numbers x,y,w,h, got \[1, 2, 3\]"),
+    (_edit(lambda d: d["annotations"][0].update(bbox=[1, 2, 3])), r"annotations\[0\]\.bbox: expected 4 finite numbers x,y,w,h, "
+                                                                  r"got \[1, 2, 3\]"),
     (_edit(lambda d: d["annotations"][5].update(bbox=[1, "2", 3, 4])), r"annotations\[5\]\.bbox: expected 4 finite numbers"),
-    (_edit(lambda d: d["annotations"][3].update(bbox=[1, 2, float("nan"), 4])), r"annotations\[3\]\.bbox: expected 4 finite numbers"),
+    (_edit(lambda d: d["annotations"][3].update(bbox=[1, 2, float("nan"), 4])), r"annotations\[3\]\.bbox: expected 4 finite "
+                                                                                r"numbers"),
     (_edit(lambda d: d["annotations"][0].pop("iscrowd")), r"annotations\[0\]: missing key 'iscrowd'"),
     (_edit(lambda d: d["annotations"][2].update(iscrowd=2)), r"annotations\[2\]\.iscrowd: expected 0 or 1, got 2"),
     (_edit(lambda d: d["annotations"][4].update(id=10)), r"annotations\[4\]\.id: annotation id 10 appears twice"),

@@ -38,7 +38,8 @@ def test_first_last_explicit_influence() -> None:
         (lambda: select_layers(6, 3, method=[0]), "disagrees"),
         (lambda: select_layers(6, 3, "influence"), "needs scores"),
         (lambda: select_layers(6, 3, "influence", scores=[1.0]), "6"),
-        (lambda: select_layers(4, 2, "influence", scores=[0.3, float("nan"), 0.2, 0.05]), "block 1 must be a finite number, got nan"),
+        (lambda: select_layers(4, 2, "influence", scores=[0.3, float("nan"), 0.2, 0.05]), "block 1 must be a finite number, got "
+                                                                                          "nan"),
         (lambda: select_layers_by_influence([0.3, None], 1), "block 1 must be a finite number, got None"),
         (lambda: select_layers_by_influence([], 1), "no influence scores"),
     ],

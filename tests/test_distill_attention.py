@@ -91,7 +91,8 @@ def test_mixformerv2_records_prediction_token_attention_only_when_asked():
     ref = (q[:, :, -4:] @ k.transpose(-1, -2) / 4).log_softmax(-1)[..., 32:96]
     assert torch.allclose(attn[0], ref, atol=1e-5)
     x, feats, attentions = model.backbone(t, t.unsqueeze(1), s, attention_tail=4)  # an explicit return, no state
-    assert not feats and torch.equal(attentions[0][..., 32:96], attn[0]) and torch.equal(x, model.backbone(t, t.unsqueeze(1), s)[0])
+    assert not feats and torch.equal(attentions[0][..., 32:96], attn[0])
+    assert torch.equal(x, model.backbone(t, t.unsqueeze(1), s)[0])
     assert not any(isinstance(v, torch.Tensor) for b in model.backbone.blocks for v in vars(b.attn).values())
     with pytest.raises(ValueError, match="attention_tail needs the full path"):
         model.backbone.blocks[0](x, 32, TemplateKV(), attention_tail=4)

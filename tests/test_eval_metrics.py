@@ -166,7 +166,8 @@ def test_matches_plain_reimplementation_on_random_data(exclude):
     assert overall["auc"] == pytest.approx(np.mean([e[0] for e in expected]), abs=1e-12)
     assert overall["precision"] == pytest.approx(np.mean([e[1] for e in expected]), abs=1e-12)
     assert overall["norm_precision"] == pytest.approx(np.mean([e[2] for e in expected]), abs=1e-12)
-    assert overall["sequences"] == 5 and overall["frames"] == sum(len(g) if not exclude else int((g[:, 2] > 0).sum()) for _, g in seqs)
+    assert overall["sequences"] == 5
+    assert overall["frames"] == sum(len(g) if not exclude else int((g[:, 2] > 0).sum()) for _, g in seqs)
 
 
 def test_got10k_toolkit_pooling_skips_first_frame_and_pools_frames():

@@ -109,7 +109,8 @@ def test_depth_pruned_named_sequential_keeps_its_names(tmp_path) -> None:
     model = NamedStack()
     remove_layers(model, [1], blocks="layers")
     io.save(model, tmp_path, arch={"factory": "test-named", "config": {}})
-    assert json.loads((tmp_path / "arch.json").read_text())["edits"] == [{"op": "keep", "path": "layers", "keys": ["b0", "b2", "b3"]}]
+    edits = json.loads((tmp_path / "arch.json").read_text())["edits"]
+    assert edits == [{"op": "keep", "path": "layers", "keys": ["b0", "b2", "b3"]}]
     loaded, x = io.load(tmp_path), torch.randn(3, 4)
     assert list(loaded.layers._modules) == ["b0", "b2", "b3"] and torch.equal(loaded(x), model(x))
 

@@ -147,7 +147,8 @@ def spy_on_timm(monkeypatch) -> list:
     ("vit_tiny_patch16_224", {"pruned": True}),
     ("vit_tiny_patch16_224", {"weights_file": "w.bin"}),
 ])
-def test_timm_configs_that_read_download_or_load_are_refused(tmp_path, copy_of, vit_folder, monkeypatch, architecture, kwargs) -> None:
+def test_timm_configs_that_read_download_or_load_are_refused(tmp_path, copy_of, vit_folder, monkeypatch, architecture,
+                                                              kwargs) -> None:
     folder = copy_of(vit_folder)
     monkeypatch.chdir(tmp_path)
     calls = spy_on_timm(monkeypatch)

@@ -150,7 +150,8 @@ def test_cached_path_calls_the_native_op_only_when_switched_on_and_counts_the_sa
 
 def test_a_machine_that_cannot_build_keeps_the_pytorch_path(monkeypatch):
     monkeypatch.setattr(native, "_state", native._State())
-    monkeypatch.setattr("distilkit.compiled.compiler_available", lambda: False)
+    monkeypatch.setattr("distilkit.compiled.compiler_status", lambda: "unavailable: no C++ compiler found (install g++ or set "
+                                                                      "CXX)")
     assert kernels.load_native() is False
     assert kernels.native_status() == "unavailable: no C++ compiler found (install g++ or set CXX)"
     assert not kernels.native_loaded()

@@ -196,7 +196,8 @@ def test_official_checkpoint_matches_reference(tmp_path: Path, name: str, layout
     assert report.ok and report.loaded == len(sd)
 
     g = torch.Generator().manual_seed(3)
-    z, oz, x = torch.randn(2, 3, TS, TS, generator=g), torch.randn(2, 3, TS, TS, generator=g), torch.randn(2, 3, SS, SS, generator=g)
+    z, oz = torch.randn(2, 3, TS, TS, generator=g), torch.randn(2, 3, TS, TS, generator=g)
+    x = torch.randn(2, 3, SS, SS, generator=g)
     with torch.no_grad():
         ours = model(z, oz, x)
         model.set_templates(z, oz)
@@ -245,7 +246,8 @@ def test_bad_checkpoints_raise(tmp_path: Path) -> None:
     with pytest.raises(DistilkitError, match="is an empty file"):
         load_official_checkpoint(model, tmp_path / "empty.pth.tar")
     torch.save({"net": {"classifier.weight": torch.zeros(2, 2)}}, path)  # another model's weights
-    with pytest.raises(DistilkitError, match=r"none of its 1 tensors matches a key of the model \(first: \['classifier.weight'\]\)"):
+    with pytest.raises(DistilkitError,
+                       match=r"none of its 1 tensors matches a key of the model \(first: \['classifier.weight'\]\)"):
         load_official_checkpoint(model, path)
     torch.save({"net": Path("x")}, path)  # weights_only refuses pickled objects: the error stays one line
     with pytest.raises(DistilkitError, match="cannot read checkpoint .*holds pickled objects, which are never loaded") as err:

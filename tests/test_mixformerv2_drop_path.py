@@ -11,7 +11,7 @@ import torch
 import distilkit.io as dio
 from distilkit.depth import LinearSchedule, ProgressiveDepthPruner
 from distilkit.errors import DistilkitError
-from distilkit.trackers.mixformerv2 import MixFormerV2Config, build_model
+from distilkit.trackers.mixformerv2 import build_model
 
 pytestmark = pytest.mark.isa_sensitive  # float results: rerun under .ci/avx2.env
 

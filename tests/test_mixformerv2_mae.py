@@ -50,7 +50,8 @@ def test_token_head_student_reports_what_it_cannot_place(mae_checkpoint):
 
 def test_bad_checkpoints_are_one_line_errors(mae_checkpoint, tmp_path):
     path, _ = mae_checkpoint
-    with pytest.raises(DistilkitError, match=r"patch_embed.proj.weight has shape \(768, 3, 16, 16\) in the checkpoint but \(64, 3, 8, 8\)"):
+    with pytest.raises(DistilkitError,
+                       match=r"patch_embed.proj.weight has shape \(768, 3, 16, 16\) in the checkpoint but \(64, 3, 8, 8\)"):
         load_mae_backbone(build_model("mixvit-b-corner-tiny"), path)
     other = tmp_path / "detector.pth"
     torch.save({"model": {"backbone.conv1.weight": torch.zeros(4, 3, 3, 3)}}, other)
@@ -82,7 +83,8 @@ def test_prune_init_backbone_starts_the_teacher_and_the_first_student(tmp_path, 
     tiny = os.path.join(os.path.dirname(__file__), "data", "recipe-tiny.yaml")
     data = yaml.safe_load(open(tiny, encoding="utf-8"))
     data["stages"] = data["stages"][:2]
-    data["budgets"]["tiny"]["stages"] = {k: v for k, v in data["budgets"]["tiny"]["stages"].items() if k in ("teacher", "dense-to-sparse")}
+    stages = data["budgets"]["tiny"]["stages"]
+    data["budgets"]["tiny"]["stages"] = {k: v for k, v in stages.items() if k in ("teacher", "dense-to-sparse")}
     recipe = tmp_path / "two.yaml"
     recipe.write_text(yaml.safe_dump(data, sort_keys=False))
     encoder = _tiny_mae(tmp_path / "mae.pth")

@@ -11,7 +11,8 @@ from distilkit.prepack import PrepackedLinear, prepack_available, prepack_linear
 from distilkit.profile import profile
 from distilkit.trackers.mixformerv2 import MixFormerV2Tracker, build_model
 
-pytestmark = [pytest.mark.isa_sensitive, pytest.mark.skipif(not prepack_available(), reason="torch build without oneDNN linear kernels")]
+pytestmark = [pytest.mark.isa_sensitive, pytest.mark.skipif(not prepack_available(),
+                                                            reason="torch build without oneDNN linear kernels")]
 
 
 def _mlp() -> nn.Module:

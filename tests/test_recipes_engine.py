@@ -90,7 +90,8 @@ def test_stage_loss_attention_part_uses_teacher_corners_and_positives_only():
     corner[:, 0, 1 * g + 2] = 30.0
     corner[:, 1, 3 * g + 3] = 30.0
     teacher = {"corner_logits": corner}
-    target = corner_attention_targets(resample_distribution(native_side_probs(teacher), g, anchor="start"), g)          # (2, 4, 16)
+    target = corner_attention_targets(resample_distribution(native_side_probs(teacher), g,
+                                                            anchor="start"), g)          # (2, 4, 16)
     exact = target.clamp_min(1e-12).log()[:, None].expand(2, 3, 4, g * g)        # 3 heads attending as told
     uniform = torch.full((2, 3, 4, g * g), -math.log(g * g))
     batch = {"search_box": torch.zeros(2, 4), "label": torch.tensor([1.0, 0.0])}
@@ -153,7 +154,8 @@ def _no_kl_before(d, stage):
 
 
 @pytest.mark.parametrize("edit, needle, key, message", [
-    (lambda d: d["stages"][2].update(remove=[0, 19]), "remove:", "stages[2].remove", "cannot remove layer(s) [19] of a 12-layer model"),
+    (lambda d: d["stages"][2].update(remove=[0, 19]), "remove:", "stages[2].remove", "cannot remove layer(s) [19] of a 12-layer "
+                                                                                     "model"),
     (lambda d: (d["stages"][3].pop("keep"), d["stages"][3].update(keep=20)), "keep: 20", "stages[3].keep",
      "cannot keep 20 layers of a 8-layer model"),
     (lambda d: d["stages"][2].update(feature_pairs=[[2, 2], [12, 12]]), "feature_pairs", "stages[2].feature_pairs",
@@ -207,7 +209,8 @@ def test_data_without_ground_truth_beyond_frame_0_is_refused(tmp_path):
     budget = load_recipe(TINY).budget("tiny")
     test_only = tmp_path / "tn"
     _trackingnet(test_only, "TEST", annotated_frames=1)
-    with pytest.raises(DistilkitError, match=re.escape(f"--eval-data trackingnet:{test_only}: no sequence has ground truth beyond frame 0")):
+    with pytest.raises(DistilkitError, match=re.escape(f"--eval-data trackingnet:{test_only}: no sequence has ground truth "
+                                                       "beyond frame 0")):
         datasets_for(f"trackingnet:{test_only}", budget, "test")
     with pytest.raises(DistilkitError, match=re.escape(f"--data trackingnet:{test_only}: no sequence has ground truth")):
         datasets_for(f"trackingnet:{test_only}", budget, "train")  # no TRAIN_k chunks: the reader falls back to TEST
@@ -234,7 +237,8 @@ def test_teacher_checkpoint_with_another_head_is_refused(tmp_path):
     budget = recipe.budget("tiny")
     t4 = build_stage_model(recipe.stages[1], budget)  # the dense-to-sparse stage's T4 model
     dio.save(t4, str(tmp_path / "t4"))
-    with pytest.raises(DistilkitError, match=re.escape(f"--teacher {tmp_path / 't4'}: a 't4'-head model, but stage 'teacher' builds "
+    with pytest.raises(DistilkitError, match=re.escape(f"--teacher {tmp_path / 't4'}: a 't4'-head model, but stage 'teacher' "
+                                                       "builds "
                                                        "mixvit-b-corner-tiny with a 'corner' head")):
         load_teacher(str(tmp_path / "t4"), recipe.stages[0], budget)
     dio.save(build_stage_model(recipe.stages[0], budget), str(tmp_path / "corner"))

@@ -37,7 +37,8 @@ def _fading_blocks_at_the_end(monkeypatch) -> dict:
     def spy(self):
         blocks = self.model.backbone.blocks
         seen.clear()
-        seen.update({(i, n): (p.detach().clone(), p.requires_grad) for i in self.removed for n, p in blocks[i].named_parameters()})
+        seen.update({(i, n): (p.detach().clone(), p.requires_grad)
+                     for i in self.removed for n, p in blocks[i].named_parameters()})
         return finalize(self)
 
     monkeypatch.setattr(ProgressiveDepthPruner, "finalize", spy)

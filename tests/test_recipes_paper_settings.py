@@ -32,7 +32,8 @@ def test_a_stage_s_lr_drop_reaches_its_trainer(tmp_path, monkeypatch):
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     seen = []
     init = trainer_module.Trainer.__init__
-    monkeypatch.setattr(trainer_module.Trainer, "__init__", lambda self, name, *a, **k: seen.append(a[4]) or init(self, name, *a, **k))
+    monkeypatch.setattr(trainer_module.Trainer, "__init__",
+                        lambda self, name, *a, **k: seen.append(a[4]) or init(self, name, *a, **k))
     with pytest.raises(SystemExit) as exc:
         main(["prune", "--recipe", str(path), "--budget", "tiny", "--out", str(tmp_path / "run")])
     assert exc.value.code == 0

@@ -193,7 +193,8 @@ def test_finished_run_is_never_overwritten_without_force(tiny_run, capsys):
 def test_force_restarts(tmp_path):
     out = str(tmp_path / "run")
     os.makedirs(os.path.join(out, "teacher"))
-    open(os.path.join(out, "run.json"), "w").write(json.dumps({"format": "distilkit-run/1", "recipe": "tiny-s", "stages": ["teacher"]}))
+    open(os.path.join(out, "run.json"), "w").write(json.dumps({"format": "distilkit-run/1", "recipe": "tiny-s",
+                                                                "stages": ["teacher"]}))
     open(os.path.join(out, "teacher", "metrics.json"), "w").write("{}")
     assert cli_exit_code(ARGS + ["--out", out, "--force", "--budget", "tiny"]) == 0
     assert json.load(open(os.path.join(out, "teacher", "metrics.json")))["depth"] == 12
@@ -288,7 +289,8 @@ def test_teacher_from_a_saved_model(tiny_run, tmp_path):
     out = str(tmp_path / "run")
     teacher = os.path.join(tiny_run, "teacher", "model")
     assert cli_exit_code(ARGS + ["--out", out, "--teacher", teacher, "--resume"]) == 0
-    assert f"--resume: nothing to resume in {out} (no earlier run there); starting a fresh run" in open(os.path.join(out, "prune.log")).read()
+    log = open(os.path.join(out, "prune.log")).read()
+    assert f"--resume: nothing to resume in {out} (no earlier run there); starting a fresh run" in log
     row = json.load(open(os.path.join(out, "teacher", "metrics.json")))
     assert row["source"] == teacher and row["seconds"] == 0.0
     assert _weights(out, "teacher").keys() == _weights(tiny_run, "teacher").keys()

@@ -83,7 +83,8 @@ def test_unknown_key_names_file_line_and_key(tmp_path):
 
 def test_wrong_type_names_key(tmp_path):
     path = _variant(tmp_path, lambda d: d["budgets"]["tiny"]["stages"]["teacher"].update(epochs="five"))
-    with pytest.raises(DistilkitError, match=re.escape("budgets.tiny.stages.teacher.epochs: expected an integer, got str 'five'")) as err:
+    message = "budgets.tiny.stages.teacher.epochs: expected an integer, got str 'five'"
+    with pytest.raises(DistilkitError, match=re.escape(message)) as err:
         load_recipe(path)
     assert f"{path}:{_line_of(path, 'five')}:" in str(err.value)
     path = _variant(tmp_path, lambda d: d["stages"][1]["losses"].update(kl=[5]))
@@ -119,16 +120,19 @@ def test_missing_field(tmp_path):
     (lambda d: d["stages"][1]["losses"].update(bce=1.0), "unknown loss 'bce' for a distill stage"),
     (lambda d: d["stages"][1]["losses"].update(kl=-2.0), "loss weight for 'kl' must be >= 0, got -2.0"),
     (lambda d: d["stages"][1].update(kind="prune"), "kind: expected one of"),
-    (lambda d: d["stages"].insert(0, copy.deepcopy(d["stages"][1])), "the first stage, and only the first, is the 'teacher' stage"),
+    (lambda d: d["stages"].insert(0, copy.deepcopy(d["stages"][1])), "the first stage, and only the first, is the 'teacher' "
+                                                                     "stage"),
     (lambda d: d["stages"][3].update(name="pmdp-8"), "duplicate stage name 'pmdp-8'"),
     (lambda d: d["stages"][2].update(keep=8), "exactly one of 'remove'"),
     (lambda d: d["stages"][2].pop("feature_pairs"), "'feature' loss and 'feature_pairs'"),
     (lambda d: d["stages"][4].pop("mlp_ratio"), "needs a positive target 'mlp_ratio'"),
     (lambda d: d["budgets"]["tiny"]["stages"]["pmdp-8"].update(m=5), "exceeds the stage's 2 epochs"),
     (lambda d: d["budgets"]["tiny"]["stages"].update(extra={"epochs": 1}), "no stage named 'extra'"),
-    (lambda d: d["budgets"]["tiny"]["stages"]["teacher"].update(losses={"attn": 1.0}), "unknown loss 'attn' for the teacher stage"),
+    (lambda d: d["budgets"]["tiny"]["stages"]["teacher"].update(losses={"attn": 1.0}), "unknown loss 'attn' for the teacher "
+                                                                                       "stage"),
     (lambda d: d["budgets"]["tiny"]["stages"]["score"].update(losses={"bce": 0}), "stage 'score' is left without any loss"),
-    (lambda d: d["budgets"]["tiny"]["stages"]["dense-to-sparse"].update(losses={"feature": 1.0}), "'feature' loss needs 'feature_pairs'"),
+    (lambda d: d["budgets"]["tiny"]["stages"]["dense-to-sparse"].update(losses={"feature": 1.0}), "'feature' loss needs "
+                                                                                                  "'feature_pairs'"),
     (lambda d: d["budgets"]["tiny"]["stages"]["dense-to-sparse"].update(losses={"kl": -1.0}), "must be >= 0"),
     (lambda d: d["stages"][1].update(attention_layers=0), "needs at least the last block"),
 ])
@@ -176,7 +180,8 @@ def _optimizer(**changes):
 
 
 @pytest.mark.parametrize("edit, key, message", [
-    (lambda d: d["stages"][1]["losses"].update(kl=float("nan")), "stages[1].losses", "loss weight for 'kl' must be in [0, 1000000], got nan"),
+    (lambda d: d["stages"][1]["losses"].update(kl=float("nan")), "stages[1].losses", "loss weight for 'kl' must be in [0, "
+                                                                                     "1000000], got nan"),
     (lambda d: d["budgets"]["tiny"]["stages"]["pmdp-8"]["losses"].update(attn=float("inf")), "budgets.tiny.stages.pmdp-8.losses",
      "must be <= 1000000, got inf"),
     (_optimizer(lr=float("nan")), "budgets.tiny.optimizer.lr", "must be in (0, 10], got nan"),
@@ -193,12 +198,17 @@ def _optimizer(**changes):
     (_budget(threads=0), "budgets.tiny.threads", "must be >= 1, got 0"),
     (_budget(negative_prob=float("nan")), "budgets.tiny.negative_prob", "must be in [0, 1), got nan"),
     (_budget(eval={"latency_threads": 0}), "budgets.tiny.eval.latency_threads", "must be >= 1, got 0"),
-    (lambda d: d["budgets"]["tiny"]["stages"]["pmdp-8"].update(samples_per_epoch=0), "budgets.tiny.stages.pmdp-8.samples_per_epoch",
+    (lambda d: d["budgets"]["tiny"]["stages"]["pmdp-8"].update(samples_per_epoch=0),
+     "budgets.tiny.stages.pmdp-8.samples_per_epoch",
      "must be >= 1, got 0"),
-    (lambda d: d["budgets"]["tiny"]["stages"]["pmdp-8"].update(lr=float("nan")), "budgets.tiny.stages.pmdp-8.lr", "must be in (0, 10]"),
-    (lambda d: d["budgets"]["tiny"]["stages"]["pmdp-8"].update(m=float("nan")), "budgets.tiny.stages.pmdp-8.m", "must be in [0, 100000], got nan"),
+    (lambda d: d["budgets"]["tiny"]["stages"]["pmdp-8"].update(lr=float("nan")), "budgets.tiny.stages.pmdp-8.lr", "must be in "
+                                                                                                                  "(0, 10]"),
+    (lambda d: d["budgets"]["tiny"]["stages"]["pmdp-8"].update(m=float("nan")), "budgets.tiny.stages.pmdp-8.m", "must be in [0, "
+                                                                                                                "100000], got "
+                                                                                                                "nan"),
     (lambda d: d["stages"][2].update(schedule={"kind": "step", "steps": 0}), "stages[2].schedule.steps", "must be >= 1, got 0"),
-    (lambda d: d["stages"][2].update(schedule={"offset": float("nan")}), "stages[2].schedule.offset", "must be in [-100000, 100000], got nan"),
+    (lambda d: d["stages"][2].update(schedule={"offset": float("nan")}), "stages[2].schedule.offset", "must be in [-100000, "
+                                                                                                      "100000], got nan"),
     (lambda d: d["stages"][3].update(keep=0), "stages[3].keep", "keeps at least one layer, got 0"),
     (lambda d: d["stages"][4].update(mlp_ratio=float("nan")), "stages[4].mlp_ratio", "positive target 'mlp_ratio'"),
 ])
@@ -210,11 +220,16 @@ def test_numbers_are_finite_and_in_range(tmp_path, edit, key, message):
     (lambda d: d["stages"][1].update(model="mixformerv9"), "stages[1].model", "unknown model 'mixformerv9'; expected one of"),
     (_budget(model_suffix="-small"), "budgets.tiny.model_suffix", "no model 'mixvit-b-corner-small' for stage 'teacher'"),
     (lambda d: d["stages"][1].update(overrides={"dpth": 4}), "stages[1].overrides.dpth", "unknown MixFormerV2Config field"),
-    (lambda d: d["stages"][1].update(overrides={"depth": "twelve"}), "stages[1].overrides.depth", "expected an integer, got str 'twelve'"),
-    (lambda d: d["stages"][1].update(overrides={"mlp_ratio": float("nan")}), "stages[1].overrides.mlp_ratio", "must be a finite number"),
-    (lambda d: d["budgets"]["tiny"]["model_overrides"].update(bins="many"), "budgets.tiny.model_overrides.bins", "expected an integer"),
-    (lambda d: d["budgets"]["tiny"]["model_overrides"].update(hidden=8), "budgets.tiny.model_overrides.hidden", "unknown MixFormerV2Config field"),
-    (lambda d: d["budgets"]["tiny"]["model_overrides"].update(num_heads=3), "stages[0].model", "budget 'tiny': embed_dim 32 is not divisible"),
+    (lambda d: d["stages"][1].update(overrides={"depth": "twelve"}), "stages[1].overrides.depth", "expected an integer, got str "
+                                                                                                  "'twelve'"),
+    (lambda d: d["stages"][1].update(overrides={"mlp_ratio": float("nan")}), "stages[1].overrides.mlp_ratio", "must be a finite "
+                                                                                                              "number"),
+    (lambda d: d["budgets"]["tiny"]["model_overrides"].update(bins="many"), "budgets.tiny.model_overrides.bins", "expected an "
+                                                                                                                 "integer"),
+    (lambda d: d["budgets"]["tiny"]["model_overrides"].update(hidden=8), "budgets.tiny.model_overrides.hidden",
+     "unknown MixFormerV2Config field"),
+    (lambda d: d["budgets"]["tiny"]["model_overrides"].update(num_heads=3), "stages[0].model", "budget 'tiny': embed_dim 32 is "
+                                                                                               "not divisible"),
     (_budget(eval={"tracker": {"bogus": 3}}), "budgets.tiny.eval.tracker.bogus",
      "unknown MixFormerV2Tracker option; expected one of ['compile', 'prepack', 'score_threshold', 'update_interval']"),
     (_budget(eval={"tracker": {"device": "cpu"}}), "budgets.tiny.eval.tracker.device", "unknown MixFormerV2Tracker option"),

@@ -217,7 +217,8 @@ class _SideMlp(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.fc1, self.act, self.fc2, self.side = torch.nn.Linear(8, 32), torch.nn.GELU(), torch.nn.Linear(32, 8), torch.nn.Linear(32, 8)
+        self.fc1, self.act, self.fc2 = torch.nn.Linear(8, 32), torch.nn.GELU(), torch.nn.Linear(32, 8)
+        self.side = torch.nn.Linear(32, 8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.act(self.fc1(x))

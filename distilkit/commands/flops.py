@@ -49,9 +49,11 @@ def _heads_table(report: Any) -> Any:
     from rich.table import Table
 
     d = report.dims
-    table = Table(title=f"Head cost check at D={d['dim']}, {d['feat']}x{d['feat']} search features, corner channel {d['channel']} (MACs)")
+    table = Table(title=f"Head cost check at D={d['dim']}, {d['feat']}x{d['feat']} search features, corner channel "
+                        f"{d['channel']} (MACs)")
     with_fvcore = any(r.fvcore is not None for r in report.rows)
-    columns = ["head", "measured", "expected (layer shapes)", "seed"] + (["fvcore (incl. norms)"] if with_fvcore else []) + ["note"]
+    columns = (["head", "measured", "expected (layer shapes)", "seed"] + (["fvcore (incl. norms)"] if with_fvcore else [])
+               + ["note"])
     for col in columns:
         table.add_column(col, justify="left" if col in ("head", "note") else "right")
     fmt = lambda v: "-" if v is None else f"{v:,}"  # noqa: E731
@@ -62,19 +64,27 @@ def _heads_table(report: Any) -> Any:
 
 
 def flops(
-    model: str = typer.Argument(..., metavar="MODEL", help="distilkit model name (e.g. mixformerv2-s), timm:<name>, or a saved model directory."),
+    model: str = typer.Argument(..., metavar="MODEL",
+                                help="distilkit model name (e.g. mixformerv2-s), timm:<name>, or a saved model directory."),
     depth: int = typer.Option(2, "--depth", min=0, help="Module depth shown in the table (0 = model only)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables."),
     with_latency: bool = typer.Option(False, "--latency", help="Also time the forward on CPU (median, p90, FPS)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=MAX_THREADS, help="Intra-op threads for --latency (default: torch's)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=MAX_THREADS,
+                                          help="Intra-op threads for --latency (default: torch's)."),
     iters: Optional[int] = typer.Option(None, "--iters", min=1, max=MAX_ITERS, help="Timed forwards for --latency (default 20)."),
     compare: Optional[str] = typer.Option(None, "--compare", help="Show another counter's MACs beside ours: fvcore."),
-    heads: bool = typer.Option(False, "--heads", help="MixFormerV2: T4 / Py-Corner / corner head costs beside the figures stated in the paper's supplement (the 'seed' column)."),
+    heads: bool = typer.Option(False, "--heads",
+                               help="MixFormerV2: T4 / Py-Corner / corner head costs beside the figures stated in the paper's "
+                                    "supplement (the 'seed' column)."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 if a measured count deviates from its analytic expectation."),
-    input_size: Optional[int] = typer.Option(None, "--input-size", min=1, max=MAX_IMAGE_INPUT, help="Image side for image models (timm:, saved)."),
-    template_size: Optional[int] = typer.Option(None, "--template-size", min=1, max=MAX_CROP, help="Template side in px for trackers."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", min=1, max=MAX_IMAGE_INPUT,
+                                             help="Image side for image models (timm:, saved)."),
+    template_size: Optional[int] = typer.Option(None, "--template-size", min=1, max=MAX_CROP,
+                                                help="Template side in px for trackers."),
     search_size: Optional[int] = typer.Option(None, "--search-size", min=1, max=MAX_CROP, help="Search side in px for trackers."),
-    cached: bool = typer.Option(False, "--cached", help="MixFormerV2: count the per-frame path a tracker runs (templates cached once, forward_search) instead of the full forward."),
+    cached: bool = typer.Option(False, "--cached",
+                                help="MixFormerV2: count the per-frame path a tracker runs (templates cached once, "
+                                     "forward_search) instead of the full forward."),
 ) -> None:
     """Count params and exact MACs (linear, conv, matmul, attention incl. SDPA) of MODEL; FLOPs = 2 x MACs."""
     timing_only = [flag for flag, value in (("--threads", threads), ("--iters", iters)) if value is not None]
@@ -129,9 +139,11 @@ def flops(
         console.print(prof.table(depth=depth, reference=reference))
         console.print(prof.summary())
         if prof.other_ops:
-            console.print("other ops (output elements, not in MACs): " + ", ".join(f"{k} {v:,}" for k, v in prof.other_ops.items()))
+            console.print("other ops (output elements, not in MACs): "
+                          + ", ".join(f"{k} {v:,}" for k, v in prof.other_ops.items()))
         if prof.uncounted_ops:
-            console.print("[yellow]ops with no cost handle (not counted): " + ", ".join(f"{k} x{v}" for k, v in prof.uncounted_ops.items()))
+            console.print("[yellow]ops with no cost handle (not counted): "
+                          + ", ".join(f"{k} x{v}" for k, v in prof.uncounted_ops.items()))
         if reference is not None:
             diff = prof.macs - reference.get("", 0)
             console.print(f"fvcore: {reference.get('', 0):,} MACs; ours - fvcore = {diff:+,} "

@@ -22,7 +22,8 @@ SEED_PY_CORNER_TERMS = (
 )
 
 # Py-Corner: resolution of each layer group relative to the input feature map (nearest x2 steps).
-PY_CORNER_SCALE = {"conv1": 1, "conv2": 1, "adjust1": 1, "adjust2": 1, "adjust3": 1, "conv3": 2, "adjust4": 2, "conv4": 4, "conv5": 4}
+PY_CORNER_SCALE = {"conv1": 1, "conv2": 1, "adjust1": 1, "adjust2": 1, "adjust3": 1, "conv3": 2, "adjust4": 2, "conv4": 4,
+                   "conv5": 4}
 
 
 def seed_py_corner_formula() -> int:
@@ -125,17 +126,21 @@ def head_report(dim: int, feat: int, channel: int, with_fvcore: bool = False) ->
     formula = seed_py_corner_formula()
     stated_variant = corner_head_macs(py, feat, {"adjust1": (channel // 2, 3), "conv5": (channel // 8, 3)})
     rows = [
-        HeadCost("T4 head, 72 bins (linear)", measured[72], linear_head_macs(t4[72], 4), SEED_T4, "Load_T4 = 4x(768x768+768x72)", fv.get("t4_72")),
+        HeadCost("T4 head, 72 bins (linear)", measured[72], linear_head_macs(t4[72], 4), SEED_T4,
+                 "Load_T4 = 4x(768x768+768x72)", fv.get("t4_72")),
         HeadCost("T4 head, 96 bins (linear)", measured[96], linear_head_macs(t4[96], 4), fvcore=fv.get("t4_96")),
-        HeadCost("Py-Corner head (conv, both corners)", py_macs, corner_head_macs(py, feat), SEED_PY_CORNER, "Load_Py-Corner as stated", fv.get("py")),
+        HeadCost("Py-Corner head (conv, both corners)", py_macs, corner_head_macs(py, feat), SEED_PY_CORNER,
+                 "Load_Py-Corner as stated", fv.get("py")),
         HeadCost("  seed's printed Py-Corner formula", None, None, formula, "evaluated as printed"),
-        HeadCost("  Py-Corner with adjust1 C_in=C/2, conv5 3x3", None, stated_variant, SEED_PY_CORNER, "reproduces the stated value" if stated_variant == SEED_PY_CORNER else "stated value at seed dims"),
+        HeadCost("  Py-Corner with adjust1 C_in=C/2, conv5 3x3", None, stated_variant, SEED_PY_CORNER,
+                 "reproduces the stated value" if stated_variant == SEED_PY_CORNER else "stated value at seed dims"),
         HeadCost("plain corner head (conv, both corners)", plain_macs, corner_head_macs(plain, feat), fvcore=fv.get("plain")),
     ]
     ratio = py_macs / measured[72]
     explanation = (
         f"The seed states Load_Py-Corner = {SEED_PY_CORNER:,} but its printed formula evaluates to {formula:,}: "
-        f"the printed sum lists different layers from the real head (its adjust terms read 384 or 192 channels, the real adjust1/adjust2 read the 768-channel input). "
+        "the printed sum lists different layers from the real head (its adjust terms read 384 or 192 channels, the real "
+        "adjust1/adjust2 read the 768-channel input). "
         f"The real layer shapes give {corner_head_macs(py, feat):,} conv MACs{at}. The stated 3.9 B is reproduced exactly "
         f"if adjust1 is taken with {channel // 2} input channels (not {dim}) and conv5 as a 3x3 conv (not 1x1): "
         f"{stated_variant:,}. Bias, BatchNorm and the ten nearest-neighbour upsamplings are not MACs. "

@@ -91,7 +91,8 @@ def _resolve_saved(path: Path, input_size: int | None) -> tuple[Any, Any]:
         raise DistilkitError(f"model directory {str(path)!r} does not exist")
     arch_file = path / "arch.json"
     if not arch_file.is_file():
-        raise DistilkitError(f"{str(path)!r} has no arch.json: not a model directory saved by distilkit (model.safetensors + arch.json)")
+        raise DistilkitError(f"{str(path)!r} has no arch.json: not a model directory saved by distilkit (model.safetensors + "
+                             "arch.json)")
     from distilkit import io as dk_io
 
     model = dk_io.load(path)
@@ -108,7 +109,8 @@ def _resolve_saved(path: Path, input_size: int | None) -> tuple[Any, Any]:
         if patch is not None:
             _check_size(input_size, patch, "--input-size", str(path))
         if built is not None and tuple(built) != (input_size, input_size):
-            raise DistilkitError(f"{str(path)!r} was saved for {tuple(built)} px inputs; --input-size {input_size} does not fit its position embedding")
+            raise DistilkitError(f"{str(path)!r} was saved for {tuple(built)} px inputs; --input-size {input_size} does not fit "
+                                 "its position embedding")
         height = width = input_size
     if height is None:
         raise DistilkitError(f"{str(path)!r} is not a tracker and does not record its input size: pass --input-size")

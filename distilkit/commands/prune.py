@@ -34,19 +34,35 @@ def _loss_lines(rows: list[dict]) -> list[str]:
 
 
 def prune(
-    recipe: str = typer.Option("mixformerv2-s", "--recipe", help="Shipped recipe name (see `distilkit recipes`) or path to a YAML recipe."),
-    budget: Optional[str] = typer.Option(None, "--budget", help="Budget from the recipe: demo (default with synthetic data) or paper (default with real data)."),
-    data: str = typer.Option("synthetic", "--data", help="Training data: synthetic[:N], got10k:DIR, lasot:DIR, trackingnet:DIR, coco:DIR; comma-separated to mix."),
-    eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Evaluation data (same syntax, test splits; not coco, training data only); default: the held-out synthetic test split."),
-    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher checkpoint (distilkit model dir or official .pth.tar), or none to train it here. Default: the budget's shipped teacher (the demo has one), else trained here."),
-    init_backbone: Optional[str] = typer.Option(None, "--init-backbone", help="MAE ViT-B checkpoint (e.g. mae_pretrain_vit_base.pth) that the teacher (when trained here) and the first distilled student start from, as in the official route."),
+    recipe: str = typer.Option("mixformerv2-s", "--recipe",
+                               help="Shipped recipe name (see `distilkit recipes`) or path to a YAML recipe."),
+    budget: Optional[str] = typer.Option(None, "--budget",
+                                         help="Budget from the recipe: demo (default with synthetic data) or paper (default with "
+                                              "real data)."),
+    data: str = typer.Option("synthetic", "--data",
+                             help="Training data: synthetic[:N], got10k:DIR, lasot:DIR, trackingnet:DIR, coco:DIR; "
+                                  "comma-separated to mix."),
+    eval_data: Optional[str] = typer.Option(None, "--eval-data",
+                                            help="Evaluation data (same syntax, test splits; not coco, training data only); "
+                                                 "default: the held-out synthetic test split."),
+    teacher: Optional[str] = typer.Option(None, "--teacher",
+                                          help="Teacher checkpoint (distilkit model dir or official .pth.tar), or none to train "
+                                               "it here. Default: the budget's shipped teacher (the demo has one), else trained "
+                                               "here."),
+    init_backbone: Optional[str] = typer.Option(None, "--init-backbone",
+                                                help="MAE ViT-B checkpoint (e.g. mae_pretrain_vit_base.pth) that the teacher "
+                                                     "(when trained here) and the first distilled student start from, as in the "
+                                                     "official route."),
     out: Optional[str] = typer.Option(None, "--out", help="Output directory (default runs/<recipe>)."),
     seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help=f"Random seed (models, sampling), 0 to {MAX_SEED}."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out; finished stages are skipped."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan: each stage's architecture, params and MACs; train nothing."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available; torchrun picks cuda:LOCAL_RANK)."),
-    until: Optional[str] = typer.Option(None, "--until", help="Stop after this stage (e.g. teacher); a later --resume without it runs the rest."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Print the plan: each stage's architecture, params and MACs; train nothing."),
+    device: Optional[str] = typer.Option(None, "--device",
+                                         help="cpu or cuda (default: cuda when available; torchrun picks cuda:LOCAL_RANK)."),
+    until: Optional[str] = typer.Option(None, "--until",
+                                        help="Stop after this stage (e.g. teacher); a later --resume without it runs the rest."),
 ) -> None:
     """Run a compression recipe end to end: teacher, distillation and pruning stages, evaluation, report."""
     from rich.console import Console
@@ -68,8 +84,10 @@ def prune(
     if dry_run:
         console = Console(width=None if sys.stdout.isatty() else 120)
         b = run.budget
-        console.print(f"recipe {run.recipe.name} ({run.recipe.source}), budget {run.budget_name}: {' '.join(b.description.split())}")
-        console.print(f"data {data}; crops template {b.template_size}px, search {b.search_size}px; MACs per full forward at batch 1")
+        console.print(f"recipe {run.recipe.name} ({run.recipe.source}), budget {run.budget_name}: "
+                      f"{' '.join(b.description.split())}")
+        console.print(f"data {data}; crops template {b.template_size}px, search {b.search_size}px; MACs per full forward at "
+                      "batch 1")
         console.print(_plan_table(result["plan"], f"{run.recipe.name}: plan ({run.budget_name} budget)"))
         console.print("losses (weights) per stage:")
         for line in _loss_lines(result["plan"]):

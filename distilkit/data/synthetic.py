@@ -275,7 +275,8 @@ class SyntheticTracking:
                                  f"[2, {MAX_LENGTH}], got {num_sequences}, {length}")
         W, H = (int(v) for v in image_size)
         if not (MIN_IMAGE_SIDE <= min(W, H) and max(W, H) <= MAX_IMAGE_SIDE):
-            raise DistilkitError(f"synthetic image_size must be {MIN_IMAGE_SIDE} to {MAX_IMAGE_SIDE} px per side, got {image_size}")
+            raise DistilkitError(f"synthetic image_size must be {MIN_IMAGE_SIDE} to {MAX_IMAGE_SIDE} px per side, got "
+                                 f"{image_size}")
         self.num_sequences, self.length, self.seed = int(num_sequences), int(length), int(seed)
         self.image_size, self.split = (W, H), split
         self.photos = PHOTO_POOLS[split]

@@ -167,7 +167,10 @@ def score_sequence(name: str, pred, gt, valid=None, *, visible=None, exclude_inv
     kw = dict(visible=visible, exclude_invalid=exclude_invalid)
     o = _overlaps(pred, gt, valid, **kw)
     vo = _valid_overlaps(pred, gt, valid, visible)
-    skip_first = (lambda a: None if a is None else np.asarray(a)[1:])
+
+    def skip_first(a):
+        return None if a is None else np.asarray(a)[1:]
+
     toolkit = (_valid_overlaps(np.asarray(pred)[1:], np.asarray(gt)[1:], skip_first(valid), skip_first(visible))
                if len(o) > 1 and (valid is None or np.asarray(valid)[1:].any()) else np.zeros(0))
     return SequenceScores(

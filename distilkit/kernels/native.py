@@ -62,10 +62,10 @@ def _put_pip_ninja_on_path() -> None:
 
 def _build() -> str | None:
     """Build and load the extension; None on success, else why not (one line)."""
-    from distilkit.compiled import compiler_available  # also imports cpp_extension without its CUDA notice
+    from distilkit.compiled import NO_COMPILER, compiler_status  # also imports cpp_extension without its CUDA notice
 
-    if not compiler_available():
-        return "no C++ compiler found (install g++ or set CXX)"
+    if compiler_status() == NO_COMPILER:  # a torch without inductor's private pieces can still build: try it
+        return NO_COMPILER.removeprefix("unavailable: ")
     from torch.utils import cpp_extension
 
     if not cpp_extension.is_ninja_available():

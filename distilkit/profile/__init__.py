@@ -10,5 +10,6 @@ from distilkit.profile.result import ModuleCost, Profile
 from distilkit.profile.timing import Timing, latency, time_calls
 
 __all__ = [
-    "ModuleCost", "Profile", "Timing", "UncountedOpsWarning", "attention_pairs", "fvcore_macs", "latency", "layer_macs", "param_counts", "profile", "time_calls",
+    "ModuleCost", "Profile", "Timing", "UncountedOpsWarning", "attention_pairs", "fvcore_macs", "latency", "layer_macs",
+    "param_counts", "profile", "time_calls",
 ]

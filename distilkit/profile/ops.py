@@ -159,7 +159,7 @@ OTHER_OP_NAME: dict[Any, str] = {}
 for _group, _names in OTHER_OP_GROUPS.items():
     for _name in _names:
         _packet = getattr(aten, _name, None)
-        if isinstance(_packet, torch._ops.OpOverloadPacket):
+        if isinstance(_packet, type(aten.add)):  # an op packet (torch._ops.OpOverloadPacket, a private name)
             OTHER_HANDLES[_packet] = _raw(_out_elements)
             OTHER_OP_NAME[_packet] = _group
 

@@ -93,7 +93,8 @@ class Profile:
             if m.depth > depth or (m.name and not (m.params or m.macs or m.other_ops)):
                 continue
             share = f"{100 * m.macs / self.macs:.1f}" if self.macs else "-"
-            row = ["  " * m.depth + (name or "(model)"), m.type, f"{m.params:,}", f"{m.macs:,}", share, f"{sum(m.other_ops.values()):,}"]
+            row = ["  " * m.depth + (name or "(model)"), m.type, f"{m.params:,}", f"{m.macs:,}", share,
+                   f"{sum(m.other_ops.values()):,}"]
             if reference is not None:
                 ref = reference.get(name)
                 row += ["-", "-"] if ref is None else [f"{ref:,}", f"{m.macs - ref:+,}"]

@@ -70,7 +70,8 @@ class StageLoss:
     def needs_features(self) -> bool:
         return "feature" in self.weights
 
-    def __call__(self, out: dict[str, Any], teacher_out: Optional[dict[str, Any]], batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __call__(self, out: dict[str, Any], teacher_out: Optional[dict[str, Any]],
+                 batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         parts: dict[str, torch.Tensor] = {}
         w = self.weights
         positive = batch["label"].float() > 0.5

@@ -154,7 +154,8 @@ class RecipeRun:
         if until is None:
             return list(self.recipe.stages)
         if until not in names:
-            raise DistilkitError(f"--until {until!r}: recipe {self.recipe.name} has no such stage; its stages are {', '.join(names)}")
+            raise DistilkitError(f"--until {until!r}: recipe {self.recipe.name} has no such stage; its stages are "
+                                 f"{', '.join(names)}")
         return list(self.recipe.stages[: names.index(until) + 1])
 
     def start(self, dist: Dist) -> None:
@@ -260,7 +261,8 @@ class RecipeRun:
         drawn = "each dataset equally often" if b.dataset_weights == "equal" else "datasets by sequence count"
         log.info(f"  data    train {o.data} ({sum(len(d) for d in self.train_sets)} sequences; {drawn}); "
                  f"eval {o.eval_data or 'synthetic held-out test split'} ({len(self.eval_set)} sequences)")
-        log.info(f"  crops   template {b.template_size}px (×{b.template_factor:g}), search {b.search_size}px (×{b.search_factor:g}); "
+        log.info(f"  crops   template {b.template_size}px (×{b.template_factor:g}), search {b.search_size}px "
+                 f"(×{b.search_factor:g}); "
                  f"batch {b.batch_size}/process × {self.dist.world_size} process(es) on {self.dist.device}")
         a = b.augment
         if a.grayscale or a.brightness or a.flip or b.drop_path:
@@ -320,7 +322,8 @@ class RecipeRun:
         refs = baselines(self.out, self.eval_set, log)
         total = sum(r.get("seconds", 0.0) + r.get("eval_seconds", 0.0) for r in rows)
         report = build_report(self.recipe.name, self.budget_name, opts.data, opts.eval_data or "synthetic-test", refs,
-                              rows, {"eval_command": self._eval_command(rows), "seed": opts.seed, "world_size": self.dist.world_size, "device": self.dist.device,
+                              rows, {"eval_command": self._eval_command(rows), "seed": opts.seed,
+                                     "world_size": self.dist.world_size, "device": self.dist.device,
                                      "total_seconds": total, "wall_seconds_this_invocation": wall_seconds})
         write_report(self.out, report)
         self._summary(log, report)

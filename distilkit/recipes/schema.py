@@ -382,7 +382,8 @@ def resolve_recipe_path(name_or_path: str) -> str:
         raise DistilkitError(f"recipe file not found: {name_or_path}")
     path = os.path.join(shipped_dir(), name_or_path + ".yaml")
     if not os.path.isfile(path):
-        raise DistilkitError(f"unknown recipe {name_or_path!r}; shipped recipes: {', '.join(shipped_recipes())} (or give a path to a YAML file)")
+        raise DistilkitError(f"unknown recipe {name_or_path!r}; shipped recipes: {', '.join(shipped_recipes())} (or give a path "
+                             "to a YAML file)")
     return path
 
 
@@ -401,7 +402,8 @@ def load_recipe(name_or_path: str) -> Recipe:
         raise DistilkitError(f"cannot read recipe {path}: {err.strerror}") from None
     except UnicodeDecodeError as err:
         line = err.object[: err.start].count(b"\n") + 1
-        raise DistilkitError(f"{path}:{line}: not UTF-8 text (byte 0x{err.object[err.start]:02x}); save the recipe as UTF-8") from None
+        raise DistilkitError(f"{path}:{line}: not UTF-8 text (byte 0x{err.object[err.start]:02x}); "
+                             "save the recipe as UTF-8") from None
     if len(text) > MAX_RECIPE_CHARS:
         raise DistilkitError(f"{path}: longer than {MAX_RECIPE_CHARS:,} characters: not a recipe")
     value, lines = load_with_lines(text, path)
@@ -425,7 +427,8 @@ def _check_route(recipe: Recipe, ctx: Context) -> None:
         if names.index(stage.name) != i:
             raise ctx.fail(("stages", i, "name"), f"duplicate stage name {stage.name!r}")
         if not is_stage_name(stage.name):
-            raise ctx.fail(("stages", i, "name"), "stage names may use ASCII letters, digits, '-' and '_' only (they name directories)")
+            raise ctx.fail(("stages", i, "name"), "stage names may use ASCII letters, digits, '-' and '_' only (they name "
+                                                  "directories)")
         if (i == 0) != (stage.kind == "teacher"):
             raise ctx.fail(("stages", i, "kind"), "the first stage, and only the first, is the 'teacher' stage")
     if not recipe.budgets:
@@ -445,16 +448,19 @@ def _check_route(recipe: Recipe, ctx: Context) -> None:
                     raise ctx.fail(("budgets", bname, "stages", stage.name, "losses", loss), problem)
             losses = effective_losses(stage, entry)
             if not losses:
-                raise ctx.fail(("budgets", bname, "stages", stage.name, "losses"), f"stage {stage.name!r} is left without any loss")
+                raise ctx.fail(("budgets", bname, "stages", stage.name, "losses"), f"stage {stage.name!r} is left without any "
+                                                                                   "loss")
             if "feature" in losses and not stage.feature_pairs:
                 raise ctx.fail(("budgets", bname, "stages", stage.name, "losses", "feature"),
                                f"the 'feature' loss needs 'feature_pairs' on stage {stage.name!r}")
             if stage.kind in ("depth", "width"):
                 if entry.m is None:
-                    raise ctx.fail(("budgets", bname, "stages", stage.name), f"missing 'm' (epochs over which the {stage.kind} pruning fades out)")
+                    raise ctx.fail(("budgets", bname, "stages", stage.name), f"missing 'm' (epochs over which the {stage.kind} "
+                                                                             "pruning fades out)")
                 if entry.m - stage.schedule.offset > entry.epochs:
                     raise ctx.fail(("budgets", bname, "stages", stage.name, "m"),
-                                   f"m = {entry.m:g} (offset {stage.schedule.offset:g}) exceeds the stage's {entry.epochs} epochs: "
+                                   f"m = {entry.m:g} (offset {stage.schedule.offset:g}) exceeds the stage's {entry.epochs} "
+                                   "epochs: "
                                    "the pruned parts must be gone before the stage ends")
 
 
@@ -493,7 +499,8 @@ def _check_models(recipe: Recipe, ctx: Context) -> None:
                 continue
             if stage.model + budget.model_suffix not in PRESETS:
                 raise ctx.fail(("budgets", bname, "model_suffix"),
-                               f"no model {stage.model + budget.model_suffix!r} for stage {stage.name!r}; models: {sorted(PRESETS)}")
+                               f"no model {stage.model + budget.model_suffix!r} for stage {stage.name!r}; models: "
+                               f"{sorted(PRESETS)}")
             try:
                 problem = _model_size_problem(stage_config(stage, budget))
             except DistilkitError as err:

@@ -77,7 +77,8 @@ def layers_to_remove(stage: Stage, depth: int) -> list[int]:
 def _check_pairs(stage: Stage, student_depth: int, teacher_depth: int, removed: tuple[int, ...] = ()) -> None:
     for s, t in stage.feature_pairs:
         if s in removed:
-            raise StageProblem("feature_pairs", f"stage {stage.name!r}: feature pair [{s}, {t}] uses student layer {s}, which is removed")
+            raise StageProblem("feature_pairs", f"stage {stage.name!r}: feature pair [{s}, {t}] uses student layer {s}, which is "
+                                                "removed")
         if s >= student_depth or t >= teacher_depth:
             raise StageProblem("feature_pairs",
                 f"stage {stage.name!r}: feature pair [{s}, {t}] is outside the {student_depth}-layer student "
@@ -108,7 +109,8 @@ def setup_stage(stage: Stage, budget: Budget, previous: Optional[MixFormerV2], d
         if stage.init == "backbone":
             copied = init_from_backbone(student, previous)
             fresh = sorted(k for k in student.state_dict() if k.startswith("backbone.") and k not in copied)
-            notes.append(f"backbone initialised from the previous stage ({len(copied)} tensors; new: {', '.join(fresh) or 'none'})")
+            notes.append(f"backbone initialised from the previous stage ({len(copied)} tensors; new: "
+                         f"{', '.join(fresh) or 'none'})")
         _check_pairs(stage, len(student.backbone.blocks), depth)
         return StageSetup(student, previous, notes=notes, inherited=copied)
     student = copy.deepcopy(previous)
@@ -118,7 +120,8 @@ def setup_stage(stage: Stage, budget: Budget, previous: Optional[MixFormerV2], d
         freeze = stage.freeze_removed is not False
         pruner = ProgressiveDepthPruner(student, remove, blocks=BLOCKS, schedule=pruning_schedule(stage, entry), mode=stage.mode,
                                         freeze_removed=freeze)
-        note = f"removing layers {remove} of {depth} over m = {entry.m:g} epochs ({'frozen' if freeze else 'training'} while they fade)"
+        fading = "frozen" if freeze else "training"
+        note = f"removing layers {remove} of {depth} over m = {entry.m:g} epochs ({fading} while they fade)"
         return StageSetup(student, previous, pruner, [note])
     if stage.kind == "width":
         _check_pairs(stage, depth, depth)
@@ -127,7 +130,8 @@ def setup_stage(stage: Stage, budget: Budget, previous: Optional[MixFormerV2], d
             student, stage.mlp_ratio, blocks=BLOCKS, importance=stage.importance,
             schedule=pruning_schedule(stage, entry), example_inputs=example_inputs(budget, device=device),
         )
-        return StageSetup(student, previous, pruner, [f"MLP ratio -> {stage.mlp_ratio:g} over m = {entry.m:g} epochs ({stage.importance} importance)"])
+        return StageSetup(student, previous, pruner, [f"MLP ratio -> {stage.mlp_ratio:g} over m = {entry.m:g} epochs "
+                                                      f"({stage.importance} importance)"])
     if stage.kind == "score":
         student = with_score_head(student)
         flags = freeze_all_but(student, "score_head.")

@@ -202,7 +202,8 @@ class Trainer:
         if len(rngs) == self.dist.world_size:
             set_rng_state(rngs[self.dist.rank])
         else:
-            self.log.info(f"[{self.name}] checkpoint came from {len(rngs)} process(es), now {self.dist.world_size}: RNG streams restart")
+            self.log.info(f"[{self.name}] checkpoint came from {len(rngs)} process(es), now {self.dist.world_size}: RNG streams "
+                          "restart")
         self.log.info(f"[{self.name}] resuming at epoch {self.epoch} step {self.step_in_epoch}/{self.steps_per_epoch}")
         return True
 

@@ -46,7 +46,8 @@ class _PlainLoader(yaml.SafeLoader):
         elif event.anchor is not None:
             problem = f"anchor &{event.anchor}: anchors and aliases are not allowed in recipes; write the value out"
         elif getattr(event, "tag", None) is not None:
-            problem = f"tag {event.tag.replace(_TAG, '!!')}: YAML tags are not allowed in recipes; write a plain value (quote a string)"
+            problem = (f"tag {event.tag.replace(_TAG, '!!')}: YAML tags are not allowed in recipes; "
+                       "write a plain value (quote a string)")
         elif self._depth >= MAX_DEPTH:
             problem = f"nested more than {MAX_DEPTH} levels deep"
         if problem:
@@ -68,7 +69,8 @@ def load_with_lines(text: str, source: str) -> tuple[Any, dict[Path, int]]:
         mark = getattr(err, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise DistilkitError(f"{where}: {problem}" if isinstance(err, _Refused) else f"{where}: malformed YAML: {problem}") from None
+        message = f"{where}: {problem}" if isinstance(err, _Refused) else f"{where}: malformed YAML: {problem}"
+        raise DistilkitError(message) from None
     finally:
         if loader is not None:
             loader.dispose()

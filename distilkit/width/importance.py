@@ -56,7 +56,8 @@ def channel_importance(
     return _score(scorer, graphs, sites)
 
 
-def _score(scorer: tp.importance.Importance, graphs: Sequence[tp.DependencyGraph], sites: Sequence[MlpSite]) -> list[torch.Tensor]:
+def _score(scorer: tp.importance.Importance, graphs: Sequence[tp.DependencyGraph],
+           sites: Sequence[MlpSite]) -> list[torch.Tensor]:
     scores = []
     for graph, site in zip(graphs, sites):
         imp = scorer(hidden_group(graph, site, range(site.hidden)))

@@ -181,7 +181,8 @@ def _checked_drops(plan: WidthPlan, saved: Any) -> tuple[tuple[int, ...], ...]:
     for site, target, drop in zip(plan.sites, plan.targets, saved):
         chans = sorted({int(c) for c in drop})
         if len(chans) != len(drop) or len(chans) != site.hidden - target or any(not 0 <= c < site.hidden for c in chans):
-            raise DistilkitError(f"width-pruning state: bad channel list for {site.name} (need {site.hidden - target} distinct channels < {site.hidden})")
+            raise DistilkitError(f"width-pruning state: bad channel list for {site.name} (need {site.hidden - target} distinct "
+                                 f"channels < {site.hidden})")
         drops.append(tuple(chans))
     return tuple(drops)
 

@@ -7,7 +7,9 @@ from distilkit.trackers.mixformerv2.checkpoint import LoadReport, load_official_
 from distilkit.trackers.mixformerv2.config import PRESETS, MixFormerV2Config
 from distilkit.trackers.mixformerv2.heads import CornerHead, PyCornerHead, ScoreHead, T4Head
 from distilkit.trackers.mixformerv2.mae import load_mae_backbone
-from distilkit.trackers.mixformerv2.model import CachedSearchStep, CachedTemplates, MixFormerV2, build_model, build_model_from_config
+from distilkit.trackers.mixformerv2.model import (
+    CachedSearchStep, CachedTemplates, MixFormerV2, build_model, build_model_from_config,
+)
 from distilkit.trackers.mixformerv2.token_targets import corner_attention_targets, pool_bins
 from distilkit.trackers.mixformerv2.tracker import MixFormerV2Tracker
 

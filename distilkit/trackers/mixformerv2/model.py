@@ -115,7 +115,8 @@ class MixFormerV2(nn.Module):
 
     # forward paths -----------------------------------------------------------------------
     def forward(self, template: torch.Tensor, online_template: torch.Tensor, search: torch.Tensor,
-                return_features: bool = False, return_pred_attention: bool = False) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+                return_features: bool = False,
+                return_pred_attention: bool = False) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """Full forward. Returns boxes (B,4 normalised xyxy); side_logits (B,4,bins; l t r b) for T4 or
         corner_logits (B,2,H·W; tl, br) for corner heads; score (B,) logit with a score head;
         features (per-block outputs, full token sequence) when return_features; pred_attention (per

@@ -32,7 +32,8 @@ def corner_attention_targets(side_probs: torch.Tensor, grid: int) -> torch.Tenso
     """(B, 4, K) side distributions, order l t r b → (B, 4, grid²) targets for the tokens in l r t b order,
     row-major over the search grid (the layout of `MixFormerV2.forward(..., return_pred_attention=True)`)."""
     if side_probs.dim() != 3 or side_probs.shape[1] != 4:
-        raise DistilkitError(f"corner_attention_targets: side_probs must be (B, 4, K) in l t r b order, got {tuple(side_probs.shape)}")
+        raise DistilkitError("corner_attention_targets: side_probs must be (B, 4, K) in l t r b order, got "
+                             f"{tuple(side_probs.shape)}")
     left, top, right, bottom = pool_bins(side_probs.float(), grid).unbind(dim=1)
 
     def corner(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:

@@ -1,20 +1,26 @@
 """Per-frame latency of MixFormerV2-S/-B on CPU: full forward vs template-cached path, with a roofline.
 
 Run: python benchmarks/tracker_speed.py [--frames 40] [--warmup 5] [--models mixformerv2-s mixformerv2-b] [--threads N]
-         [--block 8] [--no-compile] [--no-native] [--out benchmarks/results/tracker_speed.txt]
+         [--block 8] [--no-compile] [--no-native] [--no-onnx] [--isa native|avx2|both]
+         [--out benchmarks/results/tracker_speed.txt]
 Random weights (speed does not depend on them). Every path runs with the default linear kernel
 (`F.linear`), with prepacked oneDNN weights (`distilkit.prepack`, what `MixFormerV2Tracker` uses by
 default) and, where a C++ compiler is found, compiled by TorchInductor with frozen weights
 (`distilkit.compiled`), once with SDPA attention and once with the cached path's attention in
 distilkit's native kernel (`distilkit.kernels`, built at run time; what `MixFormerV2Tracker(compile=True)`
-runs): one copy of the model each. Paths take turns in blocks of `--block` consecutive frames, so that load from other processes hits all of them
-alike while each block runs as a tracker does, one model frame after frame; the first frame of each
-block (caches still full of the previous path's weights), warm-up frames and compilation are
-excluded. The speed-up compares a path with the full forward on the same kernels. The roofline is the
-per-frame lower bound 2·MACs / (dense fp32 matmul FLOP/s): the fastest GEMM found in a burst scan of
-shapes and kernels is timed again in every round-robin block beside the paths, and its median rate
-is the one the paths are held to (the burst rate comes from the machine's quietest moments, which
-the paths' medians do not; both ratios are printed).
+runs), and, with onnxruntime installed, exported to ONNX (`distilkit.deploy`: the graphs `distilkit export`
+writes, fp32 and dynamic int8) and run by onnxruntime: one copy of the model each. Paths take turns in
+blocks of `--block` consecutive frames, so that load from other processes hits all of them alike while
+each block runs as a tracker does, one model frame after frame; the first frame of each block (caches
+still full of the previous path's weights), warm-up frames and compilation are excluded. The speed-up
+compares a path with the full forward on the same kernels. The roofline is the per-frame lower bound
+2·MACs / (dense fp32 matmul FLOP/s): the fastest GEMM found in a burst scan of shapes and kernels is
+timed again in every round-robin block beside the paths, and its median rate is the one the paths are
+held to (the burst rate comes from the machine's quietest moments, which the paths' medians do not;
+both ratios are printed); int8 rows are held to the same fp32 bound, which integer GEMMs can beat.
+`--isa avx2` runs the whole table as a CPU without AVX-512 would (the variables of .ci/avx2.env: ATen,
+MKL, oneDNN and the native kernel's AVX2 build), `--isa both` once each way, so that both instruction
+sets are measured on an AVX-512 machine.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +43,8 @@ from rich.console import Console
 from rich.table import Table
 
 from distilkit.compiled import FrozenFunction, compiler_available
+from distilkit.deploy.export import SearchGraph, TemplateGraph, export_graph, quantize_graph
+from distilkit.deploy.runtime import inference_session
 from distilkit.heap import retain_freed_memory
 from distilkit.kernels import load_native, native_status, use_native
 from distilkit.prepack import prepack_available, prepack_linears
@@ -129,7 +139,52 @@ def _full_forward(model: torch.nn.Module, template: torch.Tensor, online: torch.
     return model(template, online, search)
 
 
-def time_paths(name: str, frames: int, warmup: int, block: int, compile_: bool, native: bool,
+ONNX_KERNELS = {"onnxruntime": False, "onnxruntime int8": True}
+
+
+class FullGraph(torch.nn.Module):
+    """The full forward as one graph (boxes only), for the onnxruntime rows' full-forward baseline."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, template: torch.Tensor, online: torch.Tensor, search: torch.Tensor) -> torch.Tensor:
+        return self.model(template, online, search)["boxes"]
+
+
+def onnx_paths(model: torch.nn.Module, t: torch.Tensor, s: torch.Tensor, folder: Path, int8: bool,
+               threads: int) -> dict[str, Callable[[], object]]:
+    """full / cached / cached-untrimmed of `model` exported to ONNX (as `distilkit export` does, int8 optional) and
+    run by onnxruntime on `threads` threads; the templates graph runs once, as a tracker runs it."""
+    online = t.unsqueeze(1)
+    graphs = {
+        "templates": (TemplateGraph(model), (t, online), ["template", "online_template"], ["keys", "values"]),
+        "full": (FullGraph(model), (t, online, s), ["template", "online_template", "search"], ["boxes"]),
+    }
+    with torch.no_grad():
+        keys, values = TemplateGraph(model)(t, online)
+    for path, skip in (("cached", True), ("cached-untrimmed", False)):
+        graphs[path] = (SearchGraph(model, skip_unused=skip), (s, keys, values), ["search", "keys", "values"], ["boxes"])
+    sessions = {}
+    for path, (module, args, inputs, outputs) in graphs.items():
+        file = folder / f"{path}.onnx"
+        export_graph(module, args, file, inputs, outputs, {}, 17)
+        if int8:
+            quantize_graph(file)
+        sessions[path] = inference_session(file, threads, spin=False)  # spinning threads would slow the torch rows
+    feeds_t = {"template": t.numpy(), "online_template": online.numpy()}
+    k, v = sessions["templates"].run(None, feeds_t)
+    feeds = {"search": s.numpy(), "keys": k, "values": v}
+    full_feeds = {**feeds_t, "search": s.numpy()}
+    return {
+        "full": lambda: sessions["full"].run(None, full_feeds),
+        "cached": lambda: sessions["cached"].run(None, feeds),
+        "cached-untrimmed": lambda: sessions["cached-untrimmed"].run(None, feeds),
+    }
+
+
+def time_paths(name: str, frames: int, warmup: int, block: int, compile_: bool, native: bool, onnx: bool,
                gemm: Gemm) -> tuple[MixFormerV2Config, dict[tuple[str, str], list[float]], list[float]]:
     """Per-frame times in ms keyed by (kernel, path), and the GFLOP/s of `gemm` timed in the same
     round-robin blocks (so the roofline rate and the paths meet the same load from other processes)."""
@@ -155,10 +210,22 @@ def time_paths(name: str, frames: int, warmup: int, block: int, compile_: bool, 
         paths[kernel, "full"] = lambda fn=full[kernel]: fn(t, t, s)
         paths[kernel, "cached"] = lambda model=model: model.forward_search(s)
         paths[kernel, "cached-untrimmed"] = lambda model=model: model.forward_search(s, skip_unused=False)
+    exported = tempfile.TemporaryDirectory(prefix="tracker_speed_onnx_")
+    for kernel, int8 in ONNX_KERNELS.items() if onnx else ():
+        folder = Path(exported.name) / kernel.replace(" ", "-")
+        folder.mkdir()
+        for path, fn in onnx_paths(models["default"], t, s, folder, int8, torch.get_num_threads()).items():
+            paths[kernel, path] = fn
     times: dict[tuple[str, str], list[float]] = {k: [] for k in paths}
     rates: list[float] = []
     with torch.inference_mode():
         ref = models["default"](t, t, s)["boxes"]
+        if onnx:
+            for path in ("full", "cached", "cached-untrimmed"):
+                assert np.allclose(paths["onnxruntime", path]()[0], ref.numpy(), atol=1e-5)
+                for kernel in ONNX_KERNELS:
+                    for _ in range(warmup):
+                        paths[kernel, path]()
         for kernel, model in models.items():
             with use_native(uses_native[kernel]):  # each model always runs with its own attention kernel
                 model.set_templates(t, t)
@@ -170,7 +237,7 @@ def time_paths(name: str, frames: int, warmup: int, block: int, compile_: bool, 
         block = max(1, min(block, frames))
         for _ in range(math.ceil(frames / block)):
             for (kernel, path), fn in paths.items():
-                with use_native(uses_native[kernel]):
+                with use_native(uses_native.get(kernel, False)):
                     fn()  # untimed: right after another path the caches hold that model's weights
                     for _ in range(block):
                         t0 = time.perf_counter()
@@ -178,6 +245,7 @@ def time_paths(name: str, frames: int, warmup: int, block: int, compile_: bool, 
                         times[kernel, path].append((time.perf_counter() - t0) * 1e3)
             gemm.run()
             rates.extend(gemm.timed_gflops() for _ in range(block))
+    exported.cleanup()
     return cfg, times, rates
 
 
@@ -193,6 +261,50 @@ def fastest_cached(name: str, cfg: MixFormerV2Config, times: dict[tuple[str, str
             "against the burst peak)")
 
 
+ISA_CHOICES = ("native", "avx2", "both")
+AVX2_ENV = Path(__file__).resolve().parents[1] / ".ci" / "avx2.env"
+
+
+def avx2_environment() -> dict[str, str]:
+    """The variables of .ci/avx2.env (one definition for CI and this benchmark), minus the test-only ones."""
+    pairs = (line.split("=", 1) for line in AVX2_ENV.read_text().splitlines() if line.strip() and not line.startswith("#"))
+    return {key: value for key, value in pairs if not key.startswith("DISTILKIT_TEST")}
+
+
+def rerun_per_isa(isa: str, out: Path | None) -> None:
+    """Run this script again once per instruction set asked for (the variables must be set before torch loads);
+    the tables are printed and, with --out, written one after the other."""
+    cleaned, skip = [], False
+    for a in sys.argv[1:]:  # drop --isa X and --out X: the children print, this process writes
+        if skip:
+            skip = False
+        elif a in ("--isa", "--out"):
+            skip = True
+        elif not a.startswith(("--isa=", "--out=")):
+            cleaned.append(a)
+    texts = []
+    for which in (("native", "avx2") if isa == "both" else (isa,)):
+        env = {**os.environ, **(avx2_environment() if which == "avx2" else {})}
+        done = subprocess.run([sys.executable, __file__, *cleaned], env=env, capture_output=True, text=True)
+        sys.stderr.write(done.stderr)
+        if done.returncode:
+            sys.exit(done.returncode)
+        header = f"== instruction set: {which}" + (f" ({' '.join(f'{k}={v}' for k, v in avx2_environment().items())})"
+                                                   if which == "avx2" else "") + " =="
+        texts.append(f"{header}\n{done.stdout}")
+        print(texts[-1], flush=True)
+    if out is not None:
+        print(f"written to {write_atomic(out, ''.join(texts))}")
+
+
+def onnxruntime_version() -> str | None:
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime.__version__
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=count(1), default=40)
@@ -202,14 +314,21 @@ def main() -> None:
     ap.add_argument("--threads", type=count(1), default=os.cpu_count() or 1, help="torch threads (default: cores)")
     ap.add_argument("--no-compile", action="store_true", help="skip the TorchInductor-compiled rows")
     ap.add_argument("--no-native", action="store_true", help="skip the rows with distilkit's native attention kernel")
+    ap.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime rows")
+    ap.add_argument("--isa", choices=ISA_CHOICES, default="native",
+                    help="instruction set: the CPU's own, AVX2 only (.ci/avx2.env), or both one after the other")
     ap.add_argument("--out", type=Path, default=None, help="also write the printed text to this file (atomically)")
     args = ap.parse_args()
+    if args.isa != "native":
+        rerun_per_isa(args.isa, args.out)
+        return
     threads = args.threads
     torch.set_num_threads(threads)
     console = Console(width=150, record=True)
     heap = "freed memory kept (distilkit.heap)" if retain_freed_memory() else "malloc defaults (not glibc)"
     peak, gemm = fastest_gemm()
-    console.print(f"torch {torch.__version__}, {threads} threads, {heap}; dense fp32 matmul peak {peak:.0f} GFLOP/s "
+    console.print(f"torch {torch.__version__} (ATen {torch.backends.cpu.get_cpu_capability()}), {threads} threads, {heap}; "
+                  f"dense fp32 matmul peak {peak:.0f} GFLOP/s "
                   f"(best burst, {gemm.label})")
     table = Table(title="per-frame latency (ms), batch 1, fp32")
     for col in ("model", "kernels", "path", "GMAC", "median", "p90", "FPS", "roofline", "median/roofline",
@@ -220,9 +339,15 @@ def main() -> None:
         console.print("no C++ compiler found: the compiled rows are left out")
     native = compile_ and not args.no_native and load_native()
     console.print(f"native attention kernel (distilkit.kernels): {native_status()}")
+    onnx = not args.no_onnx and onnxruntime_version() is not None
+    if not args.no_onnx and not onnx:
+        console.print("onnxruntime is not installed (pip install 'distilkit[deploy]'): the onnxruntime rows are left out")
+    elif onnx:
+        console.print(f"onnxruntime {onnxruntime_version()} (its MLAS kernels pick the instruction set by CPUID; "
+                      "no variable limits them, so under --isa avx2 on an AVX-512 CPU they still use AVX-512)")
     sustained, fastest = {}, []
     for name in args.models:
-        cfg, times, rates = time_paths(name, args.frames, args.warmup, args.block, compile_, native, gemm)
+        cfg, times, rates = time_paths(name, args.frames, args.warmup, args.block, compile_, native, onnx, gemm)
         sustained[name] = rate = float(np.median(rates))
         fastest.append(fastest_cached(name, cfg, times, rate, peak))
         for (kernel, path), ts in times.items():
@@ -242,7 +367,10 @@ def main() -> None:
                   "prepacked: distilkit.prepack (oneDNN weights reordered once), MixFormerV2Tracker's default. "
                   "compiled: distilkit.compiled (TorchInductor, frozen weights, C++ wrapper), attention by SDPA. "
                   "compiled+native: the same with the cached path's attention by distilkit.kernels.qkv_prefix_attention's "
-                  "native kernel, MixFormerV2Tracker(compile=True).")
+                  "native kernel, MixFormerV2Tracker(compile=True). "
+                  "onnxruntime: the graphs distilkit export writes (templates.onnx once, search.onnx per frame; full: the "
+                  "whole forward as one graph), what distilkit.deploy.OnnxTracker runs; int8: dynamic int8 weights "
+                  "(distilkit export --int8).")
     for line in fastest:
         console.print(line)
     if args.out is not None:

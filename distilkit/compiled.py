@@ -2,8 +2,8 @@
 
 `FrozenFunction(fn, module)` calls `fn(module, *args)` through `torch.compile` with inductor's
 `freezing` (weights become constants: prepacked GEMM weights, folded biases, fused element-wise
-kernels) and, by default, the C++ wrapper (no Python between kernels). On a 2-core CPU a MixFormerV2-S
-frame takes 17.5 ms this way against 20.9 ms with prepacked eager kernels (`distilkit.prepack`).
+kernels) and, by default, the C++ wrapper (no Python between kernels): faster per frame than prepacked
+eager kernels (`distilkit.prepack`); benchmarks/tracker_speed.py measures both side by side.
 
 Two hazards of plain `torch.compile` with freezing are handled here. Dynamo keeps compiled programs
 per Python code object, and its guards see neither in-place weight changes nor, for a module reached

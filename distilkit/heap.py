@@ -2,8 +2,8 @@
 
 glibc returns the top of its heap to the OS whenever a few MB lie free there, and serves large
 blocks with mmap. An inference loop that frees and reallocates its buffers every frame then takes
-the page faults of fresh memory every frame: about 700 per compiled MixFormerV2-S frame on this
-2-core machine, 1.1 ms of its 18 (measured A/B in one process). `retain_freed_memory()` raises both
+the page faults of fresh memory every frame (hundreds per compiled MixFormerV2-S frame; the cost
+measured A/B is in benchmarks/RESULTS.md §3). `retain_freed_memory()` raises both
 thresholds for the whole process, which is how jemalloc and tcmalloc behave by default; memory
 freed stays reusable by the process instead of going back to the OS. It is process-wide, so it is applied
 only where frames are tracked: `distilkit eval`, `distilkit prune` (its reports; not with --dry-run) and the

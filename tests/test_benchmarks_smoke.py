@@ -129,6 +129,7 @@ def test_tracker_speed_tiny_prints_every_path_with_a_roofline(tmp_path):
                  "--out", str(out)])
     kernels = {"default", "prepacked"} | ({"compiled"} if compiler_available() else set())
     kernels |= {"compiled+native"} if compiler_available() and load_native() else set()
+    kernels |= {"onnxruntime", "onnxruntime int8"} if importlib.util.find_spec("onnxruntime") else set()
     saved = out.read_text().splitlines()
     assert "matmul peak" in saved[0] and sum("│" in ln and "mixformerv2-s-tiny" in ln for ln in saved) == 3 * len(kernels)
     assert "matmul peak" in text and "roofline" in text and "vs burst peak" in text
@@ -142,6 +143,16 @@ def test_tracker_speed_tiny_prints_every_path_with_a_roofline(tmp_path):
     cached = {row[row.index("cached") - 1]: float(row[row.index("cached") + 2]) for row in cells if "cached" in row}
     named = summary[0].split("fastest cached path ")[1].split(",")[0]
     assert cached[named] == min(cached.values())  # medians as printed (rounded): ties allowed
+
+
+def test_tracker_speed_reruns_itself_for_each_instruction_set(tmp_path):
+    out = tmp_path / "speed.txt"
+    text = _run([str(BENCH / "tracker_speed.py"), "--frames", "1", "--warmup", "0", "--models", "mixformerv2-s-tiny",
+                 "--no-compile", "--no-onnx", "--isa", "both", "--out", str(out)])
+    native, avx2 = text.split("== instruction set: avx2")
+    assert native.startswith("== instruction set: native ==") and "ATEN_CPU_CAPABILITY=avx2" in avx2.splitlines()[0]
+    assert "(ATen AVX2)" in avx2 and sum("mixformerv2-s-tiny: fastest cached path" in part for part in (native, avx2)) == 2
+    assert out.read_text().count("== instruction set:") == 2
 
 
 @pytest.mark.parametrize("script, args, message", [

@@ -107,12 +107,14 @@ def test_search_graph_batches_search_images_against_one_template(scored_export):
     model, folder = scored_export
     cfg = model.config
     torch.manual_seed(1)
-    template, online = torch.randn(1, 3, cfg.template_size, cfg.template_size), torch.randn(1, 1, 3, cfg.template_size, cfg.template_size)
-    search = torch.randn(3, 3, cfg.search_size, cfg.search_size)
+    t, size = cfg.template_size, cfg.search_size
+    template, online, search = torch.randn(1, 3, t, t), torch.randn(1, 1, 3, t, t), torch.randn(3, 3, size, size)
     with torch.no_grad():
         ref = model.forward_search(search, templates=model.set_templates(template, online))
-    keys, values = ort.InferenceSession(str(folder / "templates.onnx")).run(None, {"template": template.numpy(), "online_template": online.numpy()})
-    boxes, score = ort.InferenceSession(str(folder / "search.onnx")).run(None, {"search": search.numpy(), "keys": keys, "values": values})
+    templates = ort.InferenceSession(str(folder / "templates.onnx"))
+    keys, values = templates.run(None, {"template": template.numpy(), "online_template": online.numpy()})
+    feeds = {"search": search.numpy(), "keys": keys, "values": values}
+    boxes, score = ort.InferenceSession(str(folder / "search.onnx")).run(None, feeds)
     np.testing.assert_allclose(boxes, ref["boxes"].numpy(), atol=1e-5)
     np.testing.assert_allclose(score, ref["score"].numpy(), atol=1e-4)
 

@@ -149,18 +149,32 @@ def _table(rows: list[Any], title: str) -> Any:
 
 
 def eval_command(
-    model: str = typer.Argument(..., help="Baseline (constant, csrt, kcf), distilkit model name, a saved model directory, or an export folder (distilkit export; tracks on onnxruntime)."),
-    data: str = typer.Option("synthetic", "--data", help="Datasets: synthetic[:N] (the demo's held-out split), synthetic-test:RECIPE[@BUDGET] (the split that recipe's report scored), got10k:DIR, lasot:DIR, trackingnet:DIR (comma-separated)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write <out>/<tracker>/<seq>.txt, summary.json and <out>/success.png."),
-    compare: Optional[list[Path]] = typer.Option(None, "--compare", help="Earlier result folder(s) to compare with (repeatable)."),
-    sequences: Optional[int] = typer.Option(None, "--sequences", min=1, help="Evaluate only the first N sequences of each dataset."),
-    baseline: Optional[list[str]] = typer.Option(None, "--baseline", help="Also run a baseline side by side: constant, csrt, kcf (repeatable)."),
+    model: str = typer.Argument(...,
+        help="Baseline (constant, csrt, kcf), distilkit model name, a saved model directory, or an export folder "
+             "(distilkit export; tracks on onnxruntime)."),
+    data: str = typer.Option("synthetic", "--data",
+        help="Datasets: synthetic[:N] (the demo's held-out split), synthetic-test:RECIPE[@BUDGET] (the split that recipe's "
+             "report scored), got10k:DIR, lasot:DIR, trackingnet:DIR (comma-separated)."),
+    out: Optional[Path] = typer.Option(None, "--out",
+        help="Write <out>/<tracker>/<seq>.txt, summary.json and <out>/success.png."),
+    compare: Optional[list[Path]] = typer.Option(None, "--compare",
+        help="Earlier result folder(s) to compare with (repeatable)."),
+    sequences: Optional[int] = typer.Option(None, "--sequences", min=1,
+        help="Evaluate only the first N sequences of each dataset."),
+    baseline: Optional[list[str]] = typer.Option(None, "--baseline",
+        help="Also run a baseline side by side: constant, csrt, kcf (repeatable)."),
     name: Optional[str] = typer.Option(None, "--name", help="Tracker label in tables, plots and the results folder."),
-    update_interval: Optional[int] = typer.Option(None, "--update-interval", min=1, help="Online template update interval (default: the official one of the model family on that benchmark; 25 on synthetic data)."),
-    exclude_invalid: Optional[bool] = typer.Option(None, "--exclude-invalid/--count-invalid", help="Drop or count-as-failure frames without valid gt (default: pytracking per dataset)."),
+    update_interval: Optional[int] = typer.Option(None, "--update-interval", min=1,
+        help="Online template update interval (default: the official one of the model family on that benchmark; 25 on "
+             "synthetic data)."),
+    exclude_invalid: Optional[bool] = typer.Option(None, "--exclude-invalid/--count-invalid",
+        help="Drop or count-as-failure frames without valid gt (default: pytracking per dataset)."),
     device: str = typer.Option("cpu", "--device", help="torch device for model trackers."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=MAX_THREADS, help="torch (or onnxruntime) intra-op threads."),
-    compile_: bool = typer.Option(False, "--compile", help="Compile the per-frame path with TorchInductor (needs a C++ compiler; about 1.2× as fast on CPU after a few seconds of compiling)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=MAX_THREADS,
+        help="torch (or onnxruntime) intra-op threads."),
+    compile_: bool = typer.Option(False, "--compile",
+        help="Compile the per-frame path with TorchInductor (needs a C++ compiler; faster per frame on CPU after a few "
+             "seconds of compiling, see benchmarks/RESULTS.md)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Evaluate a tracker (or baseline) with the pytracking one-pass protocol; print AUC / P / NP."""

@@ -88,7 +88,8 @@ def _output_names(out: Any) -> list[str]:
         return [str(k) for k in out]
     if isinstance(out, (tuple, list)) and all(isinstance(v, torch.Tensor) for v in out):
         return [f"output_{i}" for i in range(len(out))]
-    raise DistilkitError(f"export: the model returns {type(out).__name__}; a tensor, a tuple/list or a dict of tensors can be exported")
+    raise DistilkitError(f"export: the model returns {type(out).__name__}; "
+                         "a tensor, a tuple/list or a dict of tensors can be exported")
 
 
 def _shape(t: torch.Tensor, dynamic: dict[int, str]) -> list[int | str]:
@@ -163,7 +164,11 @@ def _graph_info(path: Path, inputs: dict[str, list[int | str]], outputs: dict[st
     return GraphInfo(path.name, inputs, outputs, file_sha256(path))
 
 
-def _export_tracker(model: nn.Module, folder: Path, opset: int, int8: bool) -> tuple[dict[str, GraphInfo], dict[str, float], dict[str, Any]]:
+Exported = tuple[dict[str, GraphInfo], dict[str, float]]  # the graphs written and max |torch - onnxruntime| per output
+
+
+def _export_tracker(model: nn.Module, folder: Path, opset: int,
+                    int8: bool) -> tuple[dict[str, GraphInfo], dict[str, float], dict[str, Any]]:
     cfg = model.config
     t, s, n = cfg.template_size, cfg.search_size, cfg.num_online_templates
     generator = torch.Generator().manual_seed(0)
@@ -177,9 +182,9 @@ def _export_tracker(model: nn.Module, folder: Path, opset: int, int8: bool) -> t
     model.clear_templates()
     outputs = ["boxes", "score"] if "score" in ref_out else ["boxes"]
     kv_dynamic = {1: "template_batch"}
-    export_graph(templates_graph, (template, online), folder / "templates.onnx", ["template", "online_template"], ["keys", "values"],
-            {"template": {0: "template_batch"}, "online_template": {0: "template_batch"}, "keys": kv_dynamic, "values": kv_dynamic},
-            opset)
+    template_axes = {"template": {0: "template_batch"}, "online_template": {0: "template_batch"}}
+    export_graph(templates_graph, (template, online), folder / "templates.onnx", ["template", "online_template"],
+                 ["keys", "values"], {**template_axes, "keys": kv_dynamic, "values": kv_dynamic}, opset)
     export_graph(search_graph, (search, keys, values), folder / "search.onnx", ["search", "keys", "values"], outputs,
             {"search": {0: "batch"}, "keys": kv_dynamic, "values": kv_dynamic, **{o: {0: "batch"} for o in outputs}}, opset)
     if int8:
@@ -205,7 +210,7 @@ def _export_tracker(model: nn.Module, folder: Path, opset: int, int8: bool) -> t
     return graphs, diffs, tracker
 
 
-def _export_single(model: nn.Module, example: torch.Tensor, folder: Path, opset: int, int8: bool) -> tuple[dict[str, GraphInfo], dict[str, float]]:
+def _export_single(model: nn.Module, example: torch.Tensor, folder: Path, opset: int, int8: bool) -> Exported:
     if not isinstance(example, torch.Tensor) or example.dim() < 2:
         raise DistilkitError("export: a model other than a tracker needs one example input tensor (B, C, H, W)")
     x = torch.cat([example[:1], torch.randn_like(example[:1])])  # batch 2: the batch axis stays free
@@ -215,14 +220,16 @@ def _export_single(model: nn.Module, example: torch.Tensor, folder: Path, opset:
     graph = OutputsAsTuple(model, names)
     with torch.no_grad(), use_native(False):
         refs = dict(zip(names, graph(x)))
-    export_graph(graph, (x,), folder / "model.onnx", ["input"], names, {"input": {0: "batch"}, **{o: {0: "batch"} for o in names}}, opset)
+    batch_axes = {"input": {0: "batch"}, **{o: {0: "batch"} for o in names}}
+    export_graph(graph, (x,), folder / "model.onnx", ["input"], names, batch_axes, opset)
     if int8:
         quantize_graph(folder / "model.onnx")
     got = _run(inference_session(folder / "model.onnx"), {"input": x.numpy()})
     diffs = {name: _difference(name, refs[name], arr) for name, arr in zip(names, got)}
     if not int8:
         _check_fp32(diffs, refs)
-    info = _graph_info(folder / "model.onnx", {"input": _shape(x, {0: "batch"})}, {o: _shape(refs[o], {0: "batch"}) for o in names})
+    info = _graph_info(folder / "model.onnx", {"input": _shape(x, {0: "batch"})},
+                       {o: _shape(refs[o], {0: "batch"}) for o in names})
     return {"model": info}, diffs
 
 

@@ -77,8 +77,9 @@ def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where:
 def _graph(data: Any, name: str, where: str) -> GraphInfo:
     if not isinstance(data, dict):
         raise DistilkitError(f"{where}: graphs.{name} is not an object")
-    info = GraphInfo(_field(data, "file", str, f"{where}: graphs.{name}"), _field(data, "inputs", dict, f"{where}: graphs.{name}"),
-                     _field(data, "outputs", dict, f"{where}: graphs.{name}"), _field(data, "sha256", str, f"{where}: graphs.{name}"))
+    here = f"{where}: graphs.{name}"
+    info = GraphInfo(_field(data, "file", str, here), _field(data, "inputs", dict, here), _field(data, "outputs", dict, here),
+                     _field(data, "sha256", str, here))
     if Path(info.file).name != info.file or info.file in ("", ".", ".."):
         raise DistilkitError(f"{where}: graphs.{name}.file {info.file!r} must be a file name inside the folder")
     return info

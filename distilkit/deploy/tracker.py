@@ -39,8 +39,9 @@ class OnnxTrackerModel:
         self.folder = Path(folder)
         self.manifest = load_manifest(self.folder)
         if self.manifest.kind != TRACKER:
-            raise DistilkitError(f"{str(self.folder)!r} holds a {self.manifest.kind} export (one graph of a model that is "
-                                 "not a MixFormerV2 tracker): OnnxTracker needs a MixFormerV2 export (templates.onnx + search.onnx)")
+            raise DistilkitError(f"{str(self.folder)!r} holds a {self.manifest.kind} export (one graph of a model that "
+                                 "is not a MixFormerV2 tracker): OnnxTracker needs a MixFormerV2 export "
+                                 "(templates.onnx + search.onnx)")
         settings = _tracker_settings(self.manifest, str(self.folder / "export.json"))
         self.name = str(settings["model_name"])
         self.template_size, self.search_size = int(settings["template_size"]), int(settings["search_size"])

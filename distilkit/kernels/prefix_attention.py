@@ -3,8 +3,8 @@
 Template-cached trackers (and any model that caches the keys/values of a fixed prefix) attend with
 each new query to [prefix keys; new keys]. Written in PyTorch that is two concatenations and
 `scaled_dot_product_attention`; the native CPU kernel (`load_native()`) reads the prefix and the new
-keys where they lie and runs each head as two BLAS GEMMs and one in-cache softmax: on a 2-core CPU,
-0.70 ms against 0.94 ms per MixFormerV2-S block (200 queries over 98 + 200 keys, 12 heads).
+keys where they lie and runs each head as two BLAS GEMMs and one in-cache softmax (faster than the
+concatenation + SDPA it replaces; figures per CPU in benchmarks/RESULTS.md §3).
 """
 
 from __future__ import annotations

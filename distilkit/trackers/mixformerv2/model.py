@@ -213,11 +213,11 @@ class MixFormerV2(nn.Module):
 
     def compile_search(self, enable: bool = True, *, max_autotune: bool = False) -> None:
         """Run `forward_search` through TorchInductor with the weights frozen (`distilkit.compiled`):
-        same outputs (float rounding), about 1.2× as fast per frame on CPU as prepacked eager kernels.
+        same outputs (float rounding), faster per frame on CPU than prepacked eager kernels (benchmarks/RESULTS.md §3).
         Used without autograd and without features only; the first frame compiles (seconds), templates
         can change freely, weight changes recompile. enable=False goes back to eager. Enabling also
         loads the native attention kernel (`distilkit.kernels.load_native()`, built on first use on a
-        machine, ~10 s) for a model on CPU, which the compiled program then calls; where it cannot be
+        machine, seconds) for a model on CPU, which the compiled program then calls; where it cannot be
         built, SDPA is used."""
         if enable and all(p.device.type == "cpu" for p in self.parameters()):
             load_native()

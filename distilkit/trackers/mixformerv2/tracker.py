@@ -42,10 +42,11 @@ class MixFormerV2Tracker:
         online_update: bool | None = None,
     ) -> None:
         """prepack (CPU only): track with `distilkit.prepack.prepacked_view(model)`, a copy sharing the
-        model's weights whose linear layers use prepacked oneDNN kernels (same outputs, about 10 % faster
-        per frame). compile: track with a weight-sharing copy whose per-frame path is compiled by
-        TorchInductor (`MixFormerV2.compile_search`; needs a C++ compiler on CPU, compiles for seconds in
-        the first `initialize`, then about 1.2× as fast as prepack, which it replaces). online_update: replace the
+        model's weights whose linear layers use prepacked oneDNN kernels (same outputs, faster per frame).
+        compile: track with a weight-sharing copy whose per-frame path is compiled by TorchInductor
+        (`MixFormerV2.compile_search`; needs a C++ compiler on CPU, compiles for seconds in the first
+        `initialize`, then faster than prepack, which it replaces; figures per CPU in benchmarks/RESULTS.md §3).
+        online_update: replace the
         online template by the best-scored recent frame every `update_interval` frames (default: when the model
         has a score head; False tracks with the first frame's template throughout). Either way the
         copy is what changes; `model` itself is only moved to `device` and put in eval mode (call

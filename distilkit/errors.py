@@ -9,7 +9,12 @@ class DistilkitError(ValueError):
 
 
 class NonFiniteLossError(DistilkitError):
-    """A loss became NaN or infinite; the message names the loss part (and step when known)."""
+    """A loss became NaN or infinite; the message names the loss part (and step when known), `part` and
+    `value` hold them (None for a non-finite weighted total)."""
+
+    def __init__(self, message: str, part: str | None = None, value: float | None = None) -> None:
+        super().__init__(message)
+        self.part, self.value = part, value
 
 
 def os_error_message(err: OSError) -> str:

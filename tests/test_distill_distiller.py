@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -146,3 +147,21 @@ def test_configuration_errors() -> None:
     distiller = Distiller(student, Net(), {"vec": lambda s, t, b: s.mean(0)})
     with pytest.raises(DistilkitError, match="'vec' must return a scalar"):
         distiller(torch.randn(4, 4))
+
+
+def test_without_a_teacher_losses_get_none_and_parts_are_still_checked() -> None:
+    student = Net()
+    seen = []
+
+    def supervised(student_out, teacher_out, batch):
+        seen.append(teacher_out)
+        return student_out.pow(2).mean()
+
+    distiller = Distiller(student, None, {"l2": supervised})
+    total, parts = distiller(torch.randn(3, 4))
+    assert seen == [None] and distiller.teacher is None and set(parts) == {"l2"}
+    distiller.train()
+    distiller.float()  # .to()/.float() with no teacher to move
+    with pytest.raises(NonFiniteLossError, match="loss part 'l2' is nan at step 7") as err:
+        distiller(torch.full((3, 4), float("nan")), step=7)
+    assert err.value.part == "l2" and math.isnan(err.value.value)

@@ -82,6 +82,42 @@ def test_stage_loss_parts_weights_and_negatives():
         bce({"boxes": gt}, None, batch)
 
 
+def test_one_loss_registry_serves_the_schema_the_plan_and_training():
+    from distilkit.recipes.losses import LOSS_PARTS, LOSSES_BY_KIND, T4_STUDENT_LOSSES
+    from distilkit.recipes.schema import load_recipe
+
+    assert LOSSES_BY_KIND["teacher"] == {"l1", "giou", "ciou"} and LOSSES_BY_KIND["score"] == {"bce"}
+    assert LOSSES_BY_KIND["depth"] == LOSSES_BY_KIND["width"] == {"l1", "giou", "ciou", "kl", "attn", "feature"}
+    assert T4_STUDENT_LOSSES == ("kl", "attn")
+    for name in LOSS_PARTS:  # every part the registry names is legal in some stage of a shipped recipe's kinds
+        assert any(name in kinds for kinds in LOSSES_BY_KIND.values())
+    for stage in load_recipe("mixformerv2-s").stages:
+        assert set(stage.losses) <= LOSSES_BY_KIND[stage.kind]
+    loss = StageLoss({"ciou": 2.0, "l1": 5.0, "kl": 0.0})
+    assert list(loss.parts()) == ["l1", "ciou"] and loss.weights == {"l1": 5.0, "ciou": 2.0}  # registry order, no zeros
+    with pytest.raises(DistilkitError, match=r"unknown loss part\(s\) \['mse'\]"):
+        StageLoss({"mse": 1.0})
+
+
+def test_stage_loss_through_a_distiller_gives_the_same_total_and_parts():
+    from distilkit.distill import Distiller
+
+    loss = StageLoss({"l1": 5.0, "ciou": 2.0, "kl": 5.0})
+    gt = torch.tensor([[0.2, 0.2, 0.6, 0.6], [0.1, 0.3, 0.4, 0.9]])
+    batch = {"search_box": gt, "label": torch.tensor([1.0, 1.0])}
+    out = {"boxes": torch.tensor([[0.25, 0.2, 0.6, 0.7], [0.1, 0.2, 0.5, 0.9]]), "side_logits": torch.randn(2, 4, 8)}
+    teacher_out = {"side_logits": torch.randn(2, 4, 8)}
+    student, teacher = torch.nn.Identity(), torch.nn.Linear(1, 1)
+    distiller = Distiller(student, teacher, loss.parts(), loss.weights, forward_fn=lambda m, b: out,
+                          teacher_forward_fn=lambda m, b: teacher_out)
+    total, parts = distiller(batch)
+    ref_total, ref_parts = loss(out, teacher_out, batch)
+    assert torch.equal(total, ref_total) and list(parts) == list(ref_parts) == ["l1", "ciou", "kl"]
+    assert all(torch.equal(parts[k], ref_parts[k]) for k in parts)
+    supervised = Distiller(student, None, StageLoss({"l1": 1.0}).parts(), forward_fn=lambda m, b: out)
+    assert supervised.teacher is None and torch.equal(supervised(batch)[0], ref_parts["l1"])
+
+
 def test_stage_loss_attention_part_uses_teacher_corners_and_positives_only():
     from distilkit.trackers.mixformerv2 import corner_attention_targets
 

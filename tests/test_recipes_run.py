@@ -312,19 +312,20 @@ def test_teacher_from_an_official_checkpoint(tiny_run, tmp_path):
 
 
 def test_non_finite_loss_stops_with_part_and_step(tmp_path, monkeypatch, capsys):
+    import dataclasses
+
     from distilkit.recipes import losses
 
-    original = losses.StageLoss.__call__
+    l1 = losses.LOSS_PARTS["l1"]
     calls = {"n": 0}
 
-    def poisoned(self, out, teacher_out, batch):
-        total, parts = original(self, out, teacher_out, batch)
+    def poisoned(out, teacher_out, batch, loss):
         calls["n"] += 1
-        if calls["n"] == 4 + 4 + 6:  # teacher and dense-to-sparse have 4 steps each; pmdp-8 step 6
-            parts["l1"] = parts["l1"] * float("nan")
-        return total, parts
+        value = l1.fn(out, teacher_out, batch, loss)
+        # teacher and dense-to-sparse have 4 steps each; pmdp-8 step 6 (every stage so far weighs l1)
+        return value * float("nan") if calls["n"] == 4 + 4 + 6 else value
 
-    monkeypatch.setattr(losses.StageLoss, "__call__", poisoned)
+    monkeypatch.setitem(losses.LOSS_PARTS, "l1", dataclasses.replace(l1, fn=poisoned))
     out = str(tmp_path / "run")
     assert cli_exit_code(ARGS + ["--out", out]) == 2
     err = capsys.readouterr().err

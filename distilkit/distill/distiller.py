@@ -24,6 +24,8 @@ ForwardFn = Callable[[nn.Module, Any], Any]
 
 class Distiller(nn.Module):
     """Runs student and frozen teacher on a batch and returns (Σ w·loss, {name: detached loss}).
+    `teacher=None` trains on the batch alone (losses get teacher_out None): the same named, weighted,
+    checked parts for stages without a teacher.
 
     `losses`: name -> fn(student_out, teacher_out, batch) -> scalar tensor. `weights`: name ->
     float, missing names weigh 1.0; weight 0 logs a part without adding it to the total.
@@ -36,7 +38,7 @@ class Distiller(nn.Module):
     def __init__(
         self,
         student: nn.Module,
-        teacher: nn.Module,
+        teacher: nn.Module | None,
         losses: Mapping[str, LossFn],
         weights: Mapping[str, float] | None = None,
         *,
@@ -55,7 +57,7 @@ class Distiller(nn.Module):
             )
         weights = {name: as_number(weight, f"Distiller: weight for loss {name!r}") for name, weight in weights.items()}
         student_params = {id(p) for p in student.parameters()}
-        if any(id(p) in student_params for p in teacher.parameters()):
+        if teacher is not None and any(id(p) in student_params for p in teacher.parameters()):
             raise DistilkitError(
                 "Distiller: teacher and student share parameters; pass a copy (copy.deepcopy)"
             )
@@ -68,24 +70,27 @@ class Distiller(nn.Module):
         self.forward_fn = forward_fn
         self.teacher_forward_fn = teacher_forward_fn or forward_fn
         object.__setattr__(self, "_teacher", teacher)  # unregistered: not in parameters()/state_dict()
-        teacher.requires_grad_(False)
-        teacher.eval()
+        if teacher is not None:
+            teacher.requires_grad_(False)
+            teacher.eval()
 
     @property
-    def teacher(self) -> nn.Module:
-        """The frozen teacher (not a registered submodule)."""
+    def teacher(self) -> nn.Module | None:
+        """The frozen teacher (not a registered submodule), or None."""
         return self._teacher
 
     def train(self, mode: bool = True) -> "Distiller":
         """Set student and extra modules to `mode`; the teacher always stays in eval mode."""
         super().train(mode)
-        self._teacher.eval()
+        if self._teacher is not None:
+            self._teacher.eval()
         return self
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "Distiller":
         """torch's hook behind .to() / .cuda() / .float(): apply it to the unregistered teacher too."""
         super()._apply(fn, recurse)
-        self._teacher._apply(fn, recurse)
+        if self._teacher is not None:
+            self._teacher._apply(fn, recurse)
         return self
 
     def forward(
@@ -98,10 +103,12 @@ class Distiller(nn.Module):
 
         Raises NonFiniteLossError naming the part (and `step`) when a loss is NaN or infinite.
         """
-        if self._teacher.training:
-            self._teacher.eval()
-        with torch.no_grad():
-            teacher_out = self.teacher_forward_fn(self._teacher, batch)
+        teacher_out = None
+        if self._teacher is not None:
+            if self._teacher.training:
+                self._teacher.eval()
+            with torch.no_grad():
+                teacher_out = self.teacher_forward_fn(self._teacher, batch)
         student_out = self.forward_fn(self.student, batch)
 
         where = "" if step is None else f" at step {step}"
@@ -114,7 +121,7 @@ class Distiller(nn.Module):
                 raise DistilkitError(f"Distiller: loss {name!r} must return a scalar tensor, got {shape}")
             value = value.reshape(())
             if not torch.isfinite(value):
-                raise NonFiniteLossError(f"loss part {name!r} is {value.item()}{where}")
+                raise NonFiniteLossError(f"loss part {name!r} is {value.item()}{where}", part=name, value=value.item())
             parts[name] = value.detach()
             weight = self.weights[name]
             if weight != 0:

@@ -34,14 +34,11 @@ _STAGE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 StageKind = Literal["teacher", "distill", "depth", "width", "score"]
 
-#: Loss parts each stage kind understands (weights are given per stage in the recipe).
-LOSSES_BY_KIND: dict[str, frozenset[str]] = {
-    "teacher": frozenset({"l1", "giou", "ciou"}),
-    "distill": frozenset({"kl", "l1", "giou", "ciou", "feature", "attn"}),
-    "depth": frozenset({"kl", "l1", "giou", "ciou", "feature", "attn"}),
-    "width": frozenset({"kl", "l1", "giou", "ciou", "feature", "attn"}),
-    "score": frozenset({"bce"}),
-}
+def _losses_of(kind: str) -> frozenset[str]:
+    """The loss parts a stage kind accepts (`distilkit.recipes.losses.LOSS_PARTS`, the one registry of them)."""
+    from distilkit.recipes.losses import LOSSES_BY_KIND
+
+    return LOSSES_BY_KIND[kind]
 
 
 @dataclass(frozen=True)
@@ -141,7 +138,7 @@ class Stage:
     attention_layers: int = 4
 
     def check(self) -> Optional[tuple[str, str]]:
-        problem = loss_weights_problem(self.losses, LOSSES_BY_KIND[self.kind], f"a {self.kind} stage")
+        problem = loss_weights_problem(self.losses, _losses_of(self.kind), f"a {self.kind} stage")
         if problem:
             return "losses", problem
         if not self.losses:
@@ -442,7 +439,7 @@ def _check_route(recipe: Recipe, ctx: Context) -> None:
                 raise ctx.fail(("budgets", bname, "stages"), f"missing entry for stage {stage.name!r}")
             entry = budget.stages[stage.name]
             for loss, weight in entry.losses.items():
-                problem = loss_weights_problem({loss: weight}, LOSSES_BY_KIND[stage.kind],
+                problem = loss_weights_problem({loss: weight}, _losses_of(stage.kind),
                                                f"the {stage.kind} stage {stage.name!r}")
                 if problem:
                     raise ctx.fail(("budgets", bname, "stages", stage.name, "losses", loss), problem)

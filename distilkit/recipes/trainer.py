@@ -17,6 +17,7 @@ import torch.distributed as tdist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from distilkit.distill import Distiller
 from distilkit.errors import DistilkitError, NonFiniteLossError
 from distilkit.recipes.amp import MixedPrecision
 from distilkit.recipes.distributed import Dist
@@ -109,7 +110,7 @@ class Trainer:
         self.name = name
         self.precision = MixedPrecision(settings.amp, dist.device)
         self.student = student.to(dist.device)
-        self.teacher = teacher.to(dist.device).eval() if teacher is not None else None  # run under no_grad
+        self.teacher = teacher.to(dist.device) if teacher is not None else None
         self.loss = loss
         self.dataset = dataset
         self.s = settings
@@ -135,6 +136,9 @@ class Trainer:
         if dist.enabled:
             ids = [dist.local_rank] if dist.device.startswith("cuda") else None
             self.model = nn.parallel.DistributedDataParallel(self.student, device_ids=ids)
+        # the frozen teacher runs (under no_grad, in eval mode) only for stages whose loss reads it
+        self.distiller = Distiller(self.model, self.teacher if loss.needs_teacher else None, loss.parts(), loss.weights,
+                                   forward_fn=self._student_forward, teacher_forward_fn=self._teacher_forward)
         self.epoch = 0
         self.step_in_epoch = 0
         self.elapsed = 0.0
@@ -228,13 +232,19 @@ class Trainer:
             group["lr"] = group["base_lr"] * factor
         return self.s.lr * factor
 
-    def _check_finite(self, parts: dict[str, torch.Tensor]) -> None:
-        bad = [k for k, v in parts.items() if not torch.isfinite(v.detach()).all()]
-        flag = torch.tensor([0.0 if bad else 1.0], device=self.dist.device)
+    def _agree_finite(self, error: Optional[NonFiniteLossError]) -> None:
+        """Every process stops together when any one's loss is NaN/inf (a lone raise would leave the others
+        waiting in DDP's gradient all-reduce), naming the part and step where this process saw it."""
+        flag = torch.tensor([0.0 if error is not None else 1.0], device=self.dist.device)
         if self.dist.enabled:
             tdist.all_reduce(flag, op=tdist.ReduceOp.MIN)
         if flag.item() < 1.0:
-            where = f"part '{bad[0]}' = {parts[bad[0]].item()}" if bad else "on another process"
+            if error is None:
+                where = "on another process"
+            elif error.part is None:
+                where = f"in the weighted total = {error.value}"
+            else:
+                where = f"part '{error.part}' = {error.value}"
             kept = (f"the last good checkpoint {self.checkpoint_path} is kept" if os.path.exists(self.checkpoint_path)
                     else "no checkpoint was written yet")
             raise NonFiniteLossError(
@@ -242,16 +252,23 @@ class Trainer:
                 f"(epoch {self.epoch}); stopped, {kept}"
             )
 
-    def _forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        feats = self.loss.needs_features
-        inputs = (batch["template"], batch["online_template"], batch["search"])
-        teacher_out = None
-        if self.teacher is not None and self.loss.needs_teacher:
-            with torch.no_grad():
-                teacher_out = self.teacher(*inputs, return_features=feats)
+    def _student_forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         extra = {"return_pred_attention": True} if self.loss.needs_pred_attention else {}
-        out = self.model(*inputs, return_features=feats, **extra)
-        return self.loss(out, teacher_out, batch)
+        return model(batch["template"], batch["online_template"], batch["search"],
+                     return_features=self.loss.needs_features, **extra)
+
+    def _teacher_forward(self, teacher: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        return teacher(batch["template"], batch["online_template"], batch["search"], return_features=self.loss.needs_features)
+
+    def _step_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The Distiller's (total, parts) for this batch, after every process agreed that they are finite."""
+        try:
+            total, parts = self.distiller(batch)
+            error = None
+        except NonFiniteLossError as err:
+            total, parts, error = None, {}, err
+        self._agree_finite(error)
+        return total, parts
 
     def fit(self) -> None:
         """Run the remaining epochs, checkpointing every epoch (and every `checkpoint_every` steps)."""
@@ -269,8 +286,7 @@ class Trainer:
                         gamma = self.pruner.set_progress(self.epoch + self.step_in_epoch / self.steps_per_epoch)
                     lr = self._set_lr()
                     with self.precision.autocast():
-                        total, parts = self._forward(batch)
-                    self._check_finite(parts)
+                        total, parts = self._step_loss(batch)
                     self.optimizer.zero_grad(set_to_none=True)
                     params = [p for g in self.optimizer.param_groups for p in g["params"]]
                     self.precision.step(total, self.optimizer, params, self.s.grad_clip)

@@ -123,3 +123,20 @@ def write_report(out_dir: str, report: dict[str, Any]) -> None:
     write_json_atomic(os.path.join(out_dir, REPORT_JSON), report)
     plot_auc_vs_fps(report, os.path.join(out_dir, PLOT))
     write_atomic(os.path.join(out_dir, REPORT_MD), markdown(report))
+
+
+def print_summary(console: Any, report: dict[str, Any]) -> None:
+    """The end-of-run table on `console`: every stage and reference tracker, one row each."""
+    from rich.table import Table
+
+    table = Table(title=f"{report['recipe']} ({report['budget']}): {report['total_seconds'] / 60:.1f} min")
+    for col in ("stage", "depth", "MLP r", "params", "MMACs", "FPS full", "FPS frame", "AUC", "P", "NP"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for s in report["stages"]:
+        table.add_row(s["name"], str(s["depth"]), f"{s['mlp_ratio']:g}", f"{s['params']:,}", f"{s['macs'] / 1e6:,.1f}",
+                      f"{s['fps']:.1f}", f"{s['frame_fps']:.1f}", f"{s['auc']:.3f}", f"{s['precision']:.3f}",
+                      f"{s['norm_precision']:.3f}")
+    for base in report["baselines"]:
+        table.add_row(base["name"], "", "", "", "", "", f"{base['fps']:.1f}", f"{base['auc']:.3f}",
+                      f"{base['precision']:.3f}", f"{base['norm_precision']:.3f}")
+    console.print(table)

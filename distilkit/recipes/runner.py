@@ -22,18 +22,18 @@ import distilkit.io as dio
 from distilkit.errors import DistilkitError
 from distilkit.recipes.amp import check_amp
 from distilkit.recipes.distributed import Dist, code_version, setup, teardown
-from distilkit.recipes.losses import StageLoss, head_problem
 from distilkit.recipes.datasets import Concat, datasets_for, default_budget, synthetic_split
-from distilkit.recipes.measure import baselines, cost, measure
-from distilkit.recipes.models import describe, load_teacher, model_name
+from distilkit.recipes.measure import baselines, measure
+from distilkit.recipes.models import load_teacher, model_name
 from distilkit.recipes.outdir import CHECKPOINT, METRICS, MODEL_DIR, Prepared, finished_row, prepare_out_dir, write_record
+from distilkit.recipes.planning import plan
 from distilkit.recipes.progress import RunLog
-from distilkit.recipes.report import build_report, write_json_atomic, write_report
-from distilkit.recipes.schema import Recipe, Stage, effective_losses, load_recipe
-from distilkit.recipes.stages import StageProblem, finish_stage, layers_to_remove, setup_stage
+from distilkit.recipes.report import build_report, print_summary, write_json_atomic, write_report
+from distilkit.recipes.schema import Recipe, Stage, load_recipe
+from distilkit.recipes.stage_training import stage_trainer
+from distilkit.recipes.stages import finish_stage, setup_stage
 from distilkit.recipes.state import seed_everything
 from distilkit.recipes.teachers import resolve_teacher
-from distilkit.recipes.trainer import Trainer, TrainSettings
 
 
 
@@ -74,64 +74,6 @@ def weights_digest(model: torch.nn.Module) -> str:
         h.update(str(tuple(t.shape)).encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-# -- plan ------------------------------------------------------------------------------------------
-def plan(recipe: Recipe, budget_name: str, teacher: Optional[Any] = None, macs: bool = True) -> list[dict[str, Any]]:
-    """Each stage's resulting architecture, params and (with `macs`) MACs, from applying the route to untrained models.
-
-    Every run plans before it trains: what only the models reveal (a layer the model lacks, a loss its
-    head cannot serve, a tracker option value) is raised here naming the recipe file, line and key.
-    """
-    budget = recipe.budget(budget_name)
-    rows, previous = [], teacher
-    for index, stage in enumerate(recipe.stages):
-        result = _plan_stage(recipe, budget_name, index, previous)
-        if index == 0:
-            _check_tracker(recipe, budget_name, result)
-        size = cost(result, budget) if macs else {"params": sum(p.numel() for p in result.parameters()), "macs": None}
-        row = {"name": stage.name, "kind": stage.kind, **describe(result), **size,
-               "epochs": budget.stage(stage.name).epochs, "losses": effective_losses(stage, budget.stage(stage.name))}
-        if stage.kind == "depth":
-            row["remove"] = layers_to_remove(stage, len(previous.backbone.blocks))
-        rows.append(row)
-        previous = result
-    return rows
-
-
-def _plan_stage(recipe: Recipe, budget_name: str, index: int, previous: Optional[Any]) -> Any:
-    """Stage `index` applied to the untrained `previous` result; returns its result model."""
-    stage, budget = recipe.stages[index], recipe.budget(budget_name)
-    if stage.kind == "teacher" and previous is not None:
-        return previous
-    entry = budget.stage(stage.name)
-    try:
-        setup = setup_stage(stage, budget, previous)
-        finish_stage(stage, setup, float(entry.epochs))
-    except StageProblem as err:
-        raise recipe.fail(("stages", index, err.key), str(err)) from None
-    except DistilkitError as err:
-        raise recipe.fail(("stages", index), str(err)) from None
-    problem = head_problem(effective_losses(stage, entry), setup.student.config.head)
-    if problem:
-        loss, message = problem
-        in_budget = loss in entry.losses  # added or re-weighted by the budget
-        path = ("budgets", budget_name, "stages", stage.name, "losses", loss) if in_budget else ("stages", index, "losses", loss)
-        raise recipe.fail(path, message)
-    return setup.student
-
-
-def _check_tracker(recipe: Recipe, budget_name: str, model: Any) -> None:
-    """Build the budget's tracker once (neither prepacked nor compiled: cheap) so that its option values
-    are checked by the tracker itself before anything trains."""
-    from distilkit.trackers.mixformerv2 import MixFormerV2Tracker
-
-    budget = recipe.budget(budget_name)
-    try:
-        MixFormerV2Tracker(model, template_factor=budget.template_factor, search_factor=budget.tracking_search_factor,
-                           **{**budget.eval.tracker, "prepack": False, "compile": False})
-    except DistilkitError as err:
-        raise recipe.fail(("budgets", budget_name, "eval", "tracker"), str(err)) from None
 
 
 # -- run -------------------------------------------------------------------------------------------
@@ -326,7 +268,8 @@ class RecipeRun:
                                      "world_size": self.dist.world_size, "device": self.dist.device,
                                      "total_seconds": total, "wall_seconds_this_invocation": wall_seconds})
         write_report(self.out, report)
-        self._summary(log, report)
+        print_summary(log.console, report)
+        log.info(f"report: {os.path.join(self.out, 'report.md')}")
         return report
 
     def _eval_command(self, rows: list[dict[str, Any]]) -> str:
@@ -397,7 +340,7 @@ class RecipeRun:
                 log.info(f"[{stage.name}] {note}")
             if index in self.mae_stages:
                 self._start_from_mae(stage.name, setup, log)
-            trainer = self._trainer(index, stage, setup, stage_dir, log)
+            trainer = stage_trainer(stage, budget, setup, self.train_sets, self.opts.seed * 1000 + index, stage_dir, dist, log)
             trainer.maybe_resume()
             trainer.fit()
             info = finish_stage(stage, setup, float(budget.stage(stage.name).epochs))
@@ -415,49 +358,6 @@ class RecipeRun:
             raise DistilkitError(f"stage {stage.name!r}: processes ended with different weights ({digests}); "
                                  "check that every rank runs the same recipe, data and seed")
         return digests
-
-    def _trainer(self, index: int, stage: Stage, setup: Any, stage_dir: str, log: RunLog) -> Trainer:
-        from distilkit.data import Augment, PairSampler
-
-        b, entry = self.budget, self.budget.stage(stage.name)
-        setup.student.backbone.set_drop_path(b.drop_path)  # every trained stage, over the blocks it has, as the official
-        dataset = PairSampler(
-            self.train_sets, template_size=b.template_size, search_size=b.search_size,
-            template_factor=b.template_factor, search_factor=b.search_factor, center_jitter=b.center_jitter,
-            scale_jitter=b.scale_jitter, max_gap=b.max_gap, dataset_weights=b.dataset_weights,
-            samples_per_epoch=entry.samples_per_epoch or b.samples_per_epoch,
-            negative_prob=b.negative_prob if stage.kind == "score" else 0.0, seed=self.opts.seed * 1000 + index,
-            augment=Augment(b.augment.grayscale, b.augment.brightness, b.augment.flip),
-        )
-        o = b.optimizer
-        settings = TrainSettings(
-            epochs=entry.epochs, batch_size=b.batch_size, lr=entry.lr or o.lr,
-            backbone_lr_scale=o.backbone_lr_scale if entry.backbone_lr_scale is None else entry.backbone_lr_scale,
-            weight_decay=o.weight_decay, grad_clip=o.grad_clip, warmup_steps=o.warmup_steps,
-            lr_drop_at=o.lr_drop_at if entry.lr_drop_at is None else entry.lr_drop_at, lr_drop_factor=o.lr_drop_factor,
-            workers=b.workers, checkpoint_every=b.checkpoint_every,
-            seed=self.opts.seed * 1000 + index, amp=b.amp,
-        )
-        loss = StageLoss(effective_losses(stage, entry), [tuple(p) for p in stage.feature_pairs], stage.attention_layers)
-        return Trainer(stage.name, setup.student, setup.teacher, loss, dataset, settings, stage_dir, self.dist, log,
-                       pruner=setup.pruner, inherited=setup.inherited)
-
-    def _summary(self, log: RunLog, report: dict[str, Any]) -> None:
-        from rich.table import Table
-
-        table = Table(title=f"{report['recipe']} ({report['budget']}): {report['total_seconds'] / 60:.1f} min")
-        for col in ("stage", "depth", "MLP r", "params", "MMACs", "FPS full", "FPS frame", "AUC", "P", "NP"):
-            table.add_column(col, justify="left" if col == "stage" else "right")
-        for s in report["stages"]:
-            table.add_row(s["name"], str(s["depth"]), f"{s['mlp_ratio']:g}", f"{s['params']:,}", f"{s['macs'] / 1e6:,.1f}",
-                          f"{s['fps']:.1f}", f"{s['frame_fps']:.1f}", f"{s['auc']:.3f}", f"{s['precision']:.3f}",
-                          f"{s['norm_precision']:.3f}")
-        for base in report["baselines"]:
-            table.add_row(base["name"], "", "", "", "", "", f"{base['fps']:.1f}", f"{base['auc']:.3f}",
-                          f"{base['precision']:.3f}", f"{base['norm_precision']:.3f}")
-        log.console.print(table)
-        log.info(f"report: {os.path.join(self.out, 'report.md')}")
-
 
 def run_recipe(opts: PruneOptions, console: Any = None) -> dict[str, Any]:
     """Library entry point of `distilkit prune`: returns the report (or {"plan": ...} for a dry run)."""

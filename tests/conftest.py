@@ -23,3 +23,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+#: The tiny recipe route (tests/data/recipe-tiny.yaml) the recipe tests run, with its seed.
+TINY_ROUTE_ARGS = ["prune", "--recipe", os.path.join(os.path.dirname(__file__), "data", "recipe-tiny.yaml"),
+                   "--budget", "tiny", "--seed", "3"]
+
+
+@pytest.fixture(scope="session")
+def tiny_route(tmp_path_factory) -> str:
+    """One finished tiny route, run once for the whole suite: tests only read it, or copy it before changing it."""
+    from cli_exit import cli_exit_code
+
+    out = str(tmp_path_factory.mktemp("tiny-route") / "run")
+    assert cli_exit_code(TINY_ROUTE_ARGS + ["--out", out]) == 0
+    return out

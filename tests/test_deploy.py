@@ -271,19 +271,21 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
                           timeout=300, env={**os.environ, **(env or {})})
 
 
-def test_cli_export_then_eval_the_export_folder(tmp_path):
+def test_cli_export_then_eval_the_export_folder(tmp_path, capsys):
+    from cli_exit import cli_exit_code
+
     out = tmp_path / "exp"
-    done = _cli("export", "mixformerv2-s-tiny", "--out", str(out))
-    assert done.returncode == 0, done.stderr
-    assert "templates.onnx" in done.stdout and "max |torch - onnxruntime|" in done.stdout
-    done = _cli("eval", str(out), "--data", "synthetic:2", "--no-progress", "--out", str(tmp_path / "res"))
-    assert done.returncode == 0, done.stderr
+    assert cli_exit_code(["export", "mixformerv2-s-tiny", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "templates.onnx" in printed and "max |torch - onnxruntime|" in printed
+    assert cli_exit_code(["eval", str(out), "--data", "synthetic:2", "--no-progress", "--out", str(tmp_path / "res")]) == 0
     summary = json.loads((tmp_path / "res" / "exp" / "summary.json").read_text())
     assert summary["overall"]["sequences"] == 2
-    done = _cli("eval", str(out), "--compile")
-    assert done.returncode == 2 and "--compile does not apply" in done.stderr and "Traceback" not in done.stderr
-    done = _cli("export", "mixformerv2-s-tiny", "--out", str(out))
-    assert done.returncode == 2 and "pass --force" in done.stderr
+    capsys.readouterr()
+    assert cli_exit_code(["eval", str(out), "--compile"]) == 2
+    assert "--compile does not apply" in capsys.readouterr().err
+    assert cli_exit_code(["export", "mixformerv2-s-tiny", "--out", str(out)]) == 2
+    assert "pass --force" in capsys.readouterr().err
 
 
 def test_cli_says_how_to_get_onnxruntime_when_it_is_missing(tmp_path):

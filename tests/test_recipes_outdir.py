@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
@@ -15,10 +16,11 @@ from distilkit.errors import DistilkitError
 from distilkit.recipes import load_recipe
 from distilkit.recipes.outdir import MARKER, RUN_FILE, RUN_FORMAT, prepare_out_dir, read_record
 from cli_exit import cli_exit_code
+from conftest import TINY_ROUTE_ARGS
 
 TINY = os.path.join(os.path.dirname(__file__), "data", "recipe-tiny.yaml")
 STAGES = ["teacher", "dense-to-sparse", "pmdp-8", "pmdp-4", "mlp-ratio-1", "score"]
-ARGS = ["prune", "--recipe", TINY, "--budget", "tiny", "--seed", "3"]
+ARGS = TINY_ROUTE_ARGS  # the arguments of the suite's shared tiny route (conftest.tiny_route)
 IDENT = {"recipe": "tiny-s", "recipe_sha256": "0123456789abcdef", "budget": "tiny", "seed": 3}
 
 
@@ -33,12 +35,10 @@ def _one_error_line(capsys) -> str:
     return err
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A finished tiny run (copied by each test that damages it)."""
-    out = tmp_path_factory.mktemp("finished") / "run"
-    assert cli_exit_code(ARGS + ["--out", str(out)]) == 0
-    return out
+@pytest.fixture
+def finished(tiny_route):
+    """The suite's finished tiny route (conftest.tiny_route: the same ARGS), copied by each test that damages it."""
+    return Path(tiny_route)
 
 
 def _copy(finished, tmp_path):

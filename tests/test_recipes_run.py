@@ -17,10 +17,11 @@ from safetensors.torch import load_file
 
 import distilkit.io as dio
 from cli_exit import cli_exit_code
+from conftest import TINY_ROUTE_ARGS
 
 TINY = os.path.join(os.path.dirname(__file__), "data", "recipe-tiny.yaml")
 STAGES = ["teacher", "dense-to-sparse", "pmdp-8", "pmdp-4", "mlp-ratio-1", "score"]
-ARGS = ["prune", "--recipe", TINY, "--budget", "tiny", "--seed", "3"]
+ARGS = TINY_ROUTE_ARGS  # the arguments of the suite's shared tiny route (conftest.tiny_route)
 
 
 def _weights(out: str, stage: str) -> dict:
@@ -37,11 +38,10 @@ def _same_weights(a: str, b: str) -> None:
             assert wa[k].equal(wb[k]), f"{stage}: {k} differs"
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("tiny") / "run")
-    assert cli_exit_code(ARGS + ["--out", out]) == 0
-    return out
+@pytest.fixture
+def tiny_run(tiny_route):
+    """The suite's finished tiny route (conftest.tiny_route: the same ARGS), read by these tests."""
+    return tiny_route
 
 
 def test_report_has_every_stage_and_the_final_architecture(tiny_run):

@@ -140,6 +140,9 @@ def _full_forward(model: torch.nn.Module, template: torch.Tensor, online: torch.
 
 
 ONNX_KERNELS = {"onnxruntime": False, "onnxruntime int8": True}
+#: Seconds between two paths' blocks: long enough for onnxruntime's spinning idle threads to go to sleep, so
+#: that they do not take the cores from the next block (torch's OpenMP threads); not timed.
+IDLE_BETWEEN_BLOCKS = 0.05
 
 
 class FullGraph(torch.nn.Module):
@@ -172,7 +175,7 @@ def onnx_paths(model: torch.nn.Module, t: torch.Tensor, s: torch.Tensor, folder:
         export_graph(module, args, file, inputs, outputs, {}, 17)
         if int8:
             quantize_graph(file)
-        sessions[path] = inference_session(file, threads, spin=False)  # spinning threads would slow the torch rows
+        sessions[path] = inference_session(file, threads)  # as OnnxTracker runs it: idle threads spin a moment
     feeds_t = {"template": t.numpy(), "online_template": online.numpy()}
     k, v = sessions["templates"].run(None, feeds_t)
     feeds = {"search": s.numpy(), "keys": k, "values": v}
@@ -238,6 +241,7 @@ def time_paths(name: str, frames: int, warmup: int, block: int, compile_: bool, 
         for _ in range(math.ceil(frames / block)):
             for (kernel, path), fn in paths.items():
                 with use_native(uses_native.get(kernel, False)):
+                    time.sleep(IDLE_BETWEEN_BLOCKS)  # the previous path's idle threads (onnxruntime spins) stop first
                     fn()  # untimed: right after another path the caches hold that model's weights
                     for _ in range(block):
                         t0 = time.perf_counter()

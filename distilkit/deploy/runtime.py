@@ -20,16 +20,12 @@ def require(module: str, what: str) -> ModuleType:
         raise DistilkitError(f"{what} needs {top}, which is not installed here ({err}): {INSTALL_HINT}") from None
 
 
-def inference_session(path: str | os.PathLike[str], threads: int | None = None, *, spin: bool = True) -> object:
+def inference_session(path: str | os.PathLike[str], threads: int | None = None) -> object:
     """An onnxruntime CPU session for the graph at `path`, on `threads` intra-op threads (default: onnxruntime's
-    own choice, one per physical core); a file onnxruntime cannot read is a one-line DistilkitError. spin=False:
-    idle worker threads sleep at once instead of spinning, for a process that also runs torch (OpenMP) work
-    between calls, which spinning threads would slow down."""
+    own choice, one per physical core); a file onnxruntime cannot read is a one-line DistilkitError."""
     ort = require("onnxruntime", "running an exported graph")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: shape-inference notes on every load say nothing to a user
-    if not spin:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -85,6 +85,17 @@ def test_online_updates_rerun_only_the_template_graph(scored_export):
     assert updates > 0 and graphs.template_runs == len(sequences) + updates
 
 
+def test_online_settings_are_attributes_checked_like_the_arguments(scored_export):
+    model, folder = scored_export
+    for tracker in (OnnxTracker(folder, update_interval=7), MixFormerV2Tracker(model, update_interval=7)):
+        assert tracker.update_interval == 7 and tracker.score_threshold == 0.5
+        tracker.update_interval, tracker.score_threshold = np.int64(3), np.float32(0.25)
+        assert (tracker.rule.interval, tracker.rule.threshold) == (3, 0.25)
+        with pytest.raises(DistilkitError, match="update_interval"):
+            tracker.update_interval = 0
+        assert tracker.update_interval == 3
+
+
 def test_export_folder_describes_and_checks_its_graphs(scored_export):
     model, folder = scored_export
     manifest = load_manifest(folder)

@@ -17,7 +17,9 @@ from distilkit.data.normalize import normalize_patch
 from distilkit.deploy.manifest import TRACKER, ExportManifest, load_manifest
 from distilkit.deploy.runtime import inference_session
 from distilkit.errors import DistilkitError
-from distilkit.trackers.single_object import FALLBACK_UPDATE_INTERVAL, OnlineUpdateRule, check_initial_box
+from distilkit.trackers.single_object import (
+    FALLBACK_UPDATE_INTERVAL, FollowsOnlineRule, OnlineUpdateRule, check_initial_box,
+)
 
 _TRACKER_FIELDS = {"model_name": str, "template_size": int, "search_size": int, "template_factor": (int, float),
                    "search_factor": (int, float), "num_online_templates": int, "score_head": bool}
@@ -75,7 +77,7 @@ class OnnxTrackerModel:
         return out[0][0].astype(np.float64), float(out[1][0]) if self.score_head else float("nan")
 
 
-class OnnxTracker:
+class OnnxTracker(FollowsOnlineRule):
     """pytracking-style tracker on an export folder: `initialize(image, box_xywh)`, then `track(image) -> (box_xywh,
     score)`, with MixFormerV2Tracker's crops, online-template rule and outputs (score: sigmoid confidence, NaN
     without a score head). `export` is a folder written by `distilkit export` or a loaded `OnnxTrackerModel`."""

@@ -86,7 +86,35 @@ class OnlineUpdateRule(Generic[T]):
         return slot, template
 
 
+class FollowsOnlineRule:
+    """The online-update settings of a tracker holding an `OnlineUpdateRule` in `self.rule`, as attributes
+    (`tracker.update_interval = 10` takes effect at the next frame, checked like the constructor's argument)."""
+
+    rule: OnlineUpdateRule
+
+    @property
+    def update_interval(self) -> int:
+        return self.rule.interval
+
+    @update_interval.setter
+    def update_interval(self, value: int) -> None:
+        self.rule.interval = as_int(value, "update_interval", minimum=1)
+
+    @property
+    def score_threshold(self) -> float:
+        return self.rule.threshold
+
+    @score_threshold.setter
+    def score_threshold(self, value: float) -> None:
+        self.rule.threshold = as_number(value, "score_threshold")
+
+    @property
+    def best_score(self) -> float:
+        """The best score since the last online-template update (-inf: no candidate frame yet)."""
+        return self.rule.best_score
+
+
 __all__ = [
-    "DEFAULT_UPDATE_INTERVALS", "FALLBACK_UPDATE_INTERVAL", "OnlineUpdateRule", "UPDATE_INTERVALS",
+    "DEFAULT_UPDATE_INTERVALS", "FALLBACK_UPDATE_INTERVAL", "FollowsOnlineRule", "OnlineUpdateRule", "UPDATE_INTERVALS",
     "check_initial_box", "default_update_interval", "official_update_interval",
 ]

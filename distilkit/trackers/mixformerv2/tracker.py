@@ -19,12 +19,12 @@ from distilkit.fingerprint import ModuleFingerprint
 from distilkit.prepack import prepack_available, prepacked_view, shared_view
 from distilkit.trackers.mixformerv2.model import CachedTemplates, MixFormerV2
 from distilkit.trackers.single_object import (
-    DEFAULT_UPDATE_INTERVALS, FALLBACK_UPDATE_INTERVAL, UPDATE_INTERVALS, OnlineUpdateRule, check_initial_box,
-    default_update_interval, official_update_interval,
+    DEFAULT_UPDATE_INTERVALS, FALLBACK_UPDATE_INTERVAL, UPDATE_INTERVALS, FollowsOnlineRule, OnlineUpdateRule,
+    check_initial_box, default_update_interval, official_update_interval,
 )
 
 
-class MixFormerV2Tracker:
+class MixFormerV2Tracker(FollowsOnlineRule):
     """pytracking-style tracker: `initialize(image, box_xywh)`, then `track(image) -> (box_xywh, score)`."""
 
     def __init__(
@@ -77,7 +77,6 @@ class MixFormerV2Tracker:
             prepack and self.device.type == "cpu" and prepack_available()) else None
         self._make_view()
         self.rule = rule
-        self.update_interval, self.score_threshold = rule.interval, rule.threshold
         if online_update and model.score_head is None:
             raise DistilkitError("online_update=True needs a model with a score head (it picks the frame to update with)")
         self.online_update = model.score_head is not None if online_update is None else bool(online_update)
@@ -151,11 +150,6 @@ class MixFormerV2Tracker:
 
     def _box_to_image(self, xyxy: np.ndarray, window: CropWindow, image_hw: tuple[int, int]) -> np.ndarray:
         return clip_box(window.box_from_crop(xyxy), image_hw, margin=10.0)
-
-    @property
-    def best_score(self) -> float:
-        """The best score since the last online-template update (-inf: no candidate frame yet)."""
-        return self.rule.best_score
 
     def _update_online(self, image: np.ndarray, score: float) -> None:
         update = self.rule.step(self.frame_id, score, lambda: self._template(image, self.state))

@@ -269,6 +269,18 @@ def test_export_refuses_to_overwrite_and_leaves_nothing_half_written(tmp_path, m
     assert json.loads((out / "export.json").read_text())["precision"] == "fp32"
 
 
+def test_export_leaves_the_model_as_it_was(tmp_path):
+    model = _scored_model().train()
+    cfg = model.config
+    t = torch.randn(1, 3, cfg.template_size, cfg.template_size)
+    with torch.no_grad():
+        cache = model.set_templates(t, t)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    export_onnx(model, tmp_path / "out")
+    assert model.training and model.has_templates and model._templates is cache
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
 def test_export_rejects_models_it_cannot_write(tmp_path):
     with pytest.raises(DistilkitError, match="float32 models only"):
         export_onnx(_scored_model().double(), tmp_path / "a")

@@ -178,8 +178,9 @@ def _export_tracker(model: nn.Module, folder: Path, opset: int,
     templates_graph, search_graph = TemplateGraph(model), SearchGraph(model)
     with torch.no_grad(), use_native(False):
         keys, values = templates_graph(template, online)
-        ref_out = model.forward_search(search, templates=model.set_templates(template, online))
-    model.clear_templates()
+        # the reference is the model's full forward (no template cache is touched): the graphs must give its boxes
+        b = search.shape[0]
+        ref_out = model(template.expand(b, -1, -1, -1), online.expand(b, -1, -1, -1, -1), search)
     outputs = ["boxes", "score"] if "score" in ref_out else ["boxes"]
     kv_dynamic = {1: "template_batch"}
     template_axes = {"template": {0: "template_batch"}, "online_template": {0: "template_batch"}}

@@ -85,6 +85,19 @@ def test_online_updates_rerun_only_the_template_graph(scored_export):
     assert updates > 0 and graphs.template_runs == len(sequences) + updates
 
 
+def test_crop_factors_default_to_the_exports_and_can_be_set_as_in_the_torch_tracker(scored_export):
+    model, folder = scored_export
+    seq = SyntheticTracking(split="test", image_size=(96, 72))[0]
+    ref, onnx = MixFormerV2Tracker(model, search_factor=3.0), OnnxTracker(folder, search_factor=3.0)
+    assert OnnxTracker(folder).search_factor == model.config.search_factor and onnx.search_factor == 3.0
+    for tracker in (ref, onnx):
+        tracker.initialize(seq.frame(0), seq.boxes[0])
+    a, b = ref.track(seq.frame(1))[0], onnx.track(seq.frame(1))[0]
+    assert float(iou(a[None], b[None])[0]) >= 0.999
+    with pytest.raises(DistilkitError, match="template_factor"):
+        OnnxTracker(folder, template_factor=0)
+
+
 def test_online_settings_are_attributes_checked_like_the_arguments(scored_export):
     model, folder = scored_export
     for tracker in (OnnxTracker(folder, update_interval=7), MixFormerV2Tracker(model, update_interval=7)):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distilkit.checks import as_int
+from distilkit.checks import as_int, as_number
 from distilkit.data.crop import CropWindow, check_rgb_image, clip_box, crop_around
 from distilkit.data.normalize import normalize_patch
 from distilkit.deploy.manifest import TRACKER, ExportManifest, load_manifest
@@ -82,8 +82,11 @@ class OnnxTracker(FollowsOnlineRule):
     score)`, with MixFormerV2Tracker's crops, online-template rule and outputs (score: sigmoid confidence, NaN
     without a score head). `export` is a folder written by `distilkit export` or a loaded `OnnxTrackerModel`."""
 
-    def __init__(self, export: str | os.PathLike[str] | OnnxTrackerModel, *, update_interval: int = FALLBACK_UPDATE_INTERVAL,
+    def __init__(self, export: str | os.PathLike[str] | OnnxTrackerModel, *, template_factor: float | None = None,
+                 search_factor: float | None = None, update_interval: int = FALLBACK_UPDATE_INTERVAL,
                  score_threshold: float = 0.5, online_update: bool | None = None, threads: int | None = None) -> None:
+        """template_factor / search_factor: crop side = factor × √(w·h), as MixFormerV2Tracker's (default: the
+        export's, i.e. the model's); threads: onnxruntime's when `export` is a folder."""
         if isinstance(export, OnnxTrackerModel):
             self.model = export
         elif isinstance(export, (str, os.PathLike)):
@@ -91,6 +94,10 @@ class OnnxTracker(FollowsOnlineRule):
         else:
             raise DistilkitError(f"OnnxTracker takes an export folder (written by `distilkit export`) or an OnnxTrackerModel, "
                                  f"got {type(export).__name__}")
+        self.template_factor = as_number(self.model.template_factor if template_factor is None else template_factor,
+                                         "template_factor", above=0)
+        self.search_factor = as_number(self.model.search_factor if search_factor is None else search_factor,
+                                       "search_factor", above=0)
         self.rule: OnlineUpdateRule[np.ndarray] = OnlineUpdateRule(update_interval, score_threshold,
                                                                    self.model.num_online_templates)
         if online_update and not self.model.score_head:
@@ -99,7 +106,7 @@ class OnnxTracker(FollowsOnlineRule):
         self.state: np.ndarray | None = None
 
     def _template(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
-        patch, _ = crop_around(image, box, self.model.template_factor, self.model.template_size)
+        patch, _ = crop_around(image, box, self.template_factor, self.model.template_size)
         return normalize_patch(patch)
 
     def _encode(self) -> None:
@@ -122,7 +129,7 @@ class OnnxTracker(FollowsOnlineRule):
             raise DistilkitError("track() called before initialize(image, box_xywh)")
         check_rgb_image(image)
         self.frame_id += 1
-        patch, window = crop_around(image, self.state, self.model.search_factor, self.model.search_size)
+        patch, window = crop_around(image, self.state, self.search_factor, self.model.search_size)
         xyxy, logit = self.model.search(normalize_patch(patch), self.keys, self.values)
         self.state = self._box_to_image(xyxy, window, image.shape[:2])
         score = float(1.0 / (1.0 + np.exp(-logit))) if self.model.score_head else float("nan")

@@ -97,7 +97,7 @@ def _shape(t: torch.Tensor, dynamic: dict[int, str]) -> list[int | str]:
 
 
 def export_graph(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str],
-            dynamic: dict[str, dict[int, str]], opset: int) -> None:
+                 dynamic: dict[str, dict[int, str]], opset: int) -> None:
     """torch.onnx.export through the TorchScript tracer (no onnxscript needed), quietly: tracer warnings about
     Python-side shape checks are expected, the checks run once on the example shapes."""
     kwargs: dict[str, Any] = {"input_names": inputs, "output_names": outputs, "dynamic_axes": dynamic,
@@ -142,10 +142,6 @@ def quantize_graph(path: Path) -> None:
     fp32.unlink()
 
 
-def _run(session: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    return session.run(None, feeds)
-
-
 def _difference(name: str, ref: torch.Tensor, got: np.ndarray) -> float:
     if tuple(got.shape) != tuple(ref.shape):
         raise DistilkitError(f"export check: {name} has shape {tuple(got.shape)} in onnxruntime, {tuple(ref.shape)} in torch")
@@ -186,13 +182,16 @@ def _export_tracker(model: nn.Module, folder: Path, opset: int,
     template_axes = {"template": {0: "template_batch"}, "online_template": {0: "template_batch"}}
     export_graph(templates_graph, (template, online), folder / "templates.onnx", ["template", "online_template"],
                  ["keys", "values"], {**template_axes, "keys": kv_dynamic, "values": kv_dynamic}, opset)
+    search_axes = {"search": {0: "batch"}, "keys": kv_dynamic, "values": kv_dynamic, **{o: {0: "batch"} for o in outputs}}
     export_graph(search_graph, (search, keys, values), folder / "search.onnx", ["search", "keys", "values"], outputs,
-            {"search": {0: "batch"}, "keys": kv_dynamic, "values": kv_dynamic, **{o: {0: "batch"} for o in outputs}}, opset)
+                 search_axes, opset)
     if int8:
         quantize_graph(folder / "templates.onnx")
         quantize_graph(folder / "search.onnx")
-    got_kv = _run(inference_session(folder / "templates.onnx"), {"template": template.numpy(), "online_template": online.numpy()})
-    got = _run(inference_session(folder / "search.onnx"), {"search": search.numpy(), "keys": got_kv[0], "values": got_kv[1]})
+    got_kv = inference_session(folder / "templates.onnx").run(None, {"template": template.numpy(),
+                                                                     "online_template": online.numpy()})
+    got = inference_session(folder / "search.onnx").run(None, {"search": search.numpy(), "keys": got_kv[0],
+                                                               "values": got_kv[1]})
     refs = {"keys": keys, "values": values, **{o: ref_out[o] for o in outputs}}
     diffs = {name: _difference(name, refs[name], arr) for name, arr in zip(refs, [*got_kv, *got])}
     if not int8:
@@ -225,7 +224,7 @@ def _export_single(model: nn.Module, example: torch.Tensor, folder: Path, opset:
     export_graph(graph, (x,), folder / "model.onnx", ["input"], names, batch_axes, opset)
     if int8:
         quantize_graph(folder / "model.onnx")
-    got = _run(inference_session(folder / "model.onnx"), {"input": x.numpy()})
+    got = inference_session(folder / "model.onnx").run(None, {"input": x.numpy()})
     diffs = {name: _difference(name, refs[name], arr) for name, arr in zip(names, got)}
     if not int8:
         _check_fp32(diffs, refs)
@@ -263,7 +262,11 @@ def _replace_folder(staged: Path, out: Path, force: bool) -> None:
     if out.exists():
         old = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.old")
         out.rename(old)
-        staged.rename(out)
+        try:
+            staged.rename(out)
+        except OSError:
+            old.rename(out)  # the earlier export goes back where it was
+            raise
         shutil.rmtree(old)
     else:
         staged.rename(out)

@@ -225,6 +225,11 @@ def test_bad_export_folders_get_one_clear_error(scored_export, tmp_path):
     (broken / "export.json").write_text("{not json")
     with pytest.raises(DistilkitError, match="export.json: not valid JSON"):
         OnnxTracker(broken)
+    damaged = json.loads((folder / "export.json").read_text())
+    del damaged["tracker"]["search_factor"]
+    (broken / "export.json").write_text(json.dumps(damaged))
+    with pytest.raises(DistilkitError, match="export.json: tracker: 'search_factor' is missing or not a number"):
+        OnnxTracker(broken)
     with pytest.raises(DistilkitError, match="has no export.json"):
         OnnxTracker(tmp_path)
     with pytest.raises(DistilkitError, match="does not exist"):

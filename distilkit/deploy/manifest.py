@@ -22,6 +22,9 @@ EXPORT_FILE = "export.json"
 TRACKER, SINGLE = "mixformerv2", "single"
 GRAPHS = {TRACKER: ("templates", "search"), SINGLE: ("model",)}
 PRECISIONS = ("fp32", "int8")
+#: What a tracker export's `tracker` section must hold (a runtime crops and updates templates by these).
+TRACKER_FIELDS = {"model_name": str, "template_size": int, "search_size": int, "template_factor": (int, float),
+                  "search_factor": (int, float), "num_online_templates": int, "score_head": bool}
 
 
 @dataclass
@@ -70,8 +73,16 @@ def is_export_dir(path: str | os.PathLike[str]) -> bool:
 
 def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
     if key not in data or not isinstance(data[key], kind) or isinstance(data[key], bool) and kind is int:
-        raise DistilkitError(f"{where}: '{key}' is missing or not a {getattr(kind, '__name__', kind)}")
+        name = "number" if isinstance(kind, tuple) else kind.__name__
+        raise DistilkitError(f"{where}: '{key}' is missing or not a {name}")
     return data[key]
+
+
+def _tracker_section(data: dict[str, Any], where: str) -> dict[str, Any]:
+    section = _field(data, "tracker", dict, where)
+    for key, kind in TRACKER_FIELDS.items():
+        _field(section, key, kind, f"{where}: tracker")
+    return section
 
 
 def _graph(data: Any, name: str, where: str) -> GraphInfo:
@@ -117,7 +128,7 @@ def load_manifest(folder: str | os.PathLike[str], *, check_files: bool = True) -
         kind=kind, precision=precision, opset=_field(data, "opset", int, where),
         graphs={name: _graph(graphs[name], name, where) for name in GRAPHS[kind]},
         preprocess=_field(data, "preprocess", dict, where), max_abs_diff=_field(data, "max_abs_diff", dict, where),
-        tracker=_field(data, "tracker", dict, where) if kind == TRACKER else None,
+        tracker=_tracker_section(data, where) if kind == TRACKER else None,
         source=str(data.get("source", "")), versions=dict(data.get("versions") or {}),
     )
     if check_files:

@@ -12,26 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from distilkit.checks import as_int, as_number
-from distilkit.data.crop import CropWindow, check_rgb_image, clip_box, crop_around
+from distilkit.data.crop import check_rgb_image, crop_around
 from distilkit.data.normalize import normalize_patch
-from distilkit.deploy.manifest import TRACKER, ExportManifest, load_manifest
+from distilkit.deploy.manifest import TRACKER, load_manifest
 from distilkit.deploy.runtime import inference_session
 from distilkit.errors import DistilkitError
 from distilkit.trackers.single_object import (
-    FALLBACK_UPDATE_INTERVAL, FollowsOnlineRule, OnlineUpdateRule, check_initial_box,
+    FALLBACK_UPDATE_INTERVAL, FollowsOnlineRule, OnlineUpdateRule, box_in_image, check_initial_box, online_update_enabled,
 )
-
-_TRACKER_FIELDS = {"model_name": str, "template_size": int, "search_size": int, "template_factor": (int, float),
-                   "search_factor": (int, float), "num_online_templates": int, "score_head": bool}
-
-
-def _tracker_settings(manifest: ExportManifest, where: str) -> dict[str, object]:
-    settings = manifest.tracker or {}
-    for key, kind in _TRACKER_FIELDS.items():
-        if not isinstance(settings.get(key), kind):
-            raise DistilkitError(f"{where}: tracker.{key} is missing or not a {getattr(kind, '__name__', 'number')}")
-    return settings
-
 
 class OnnxTrackerModel:
     """An export folder's two graphs loaded in onnxruntime, shared by any number of `OnnxTracker`s (one per
@@ -44,7 +32,7 @@ class OnnxTrackerModel:
             raise DistilkitError(f"{str(self.folder)!r} holds a {self.manifest.kind} export (one graph of a model that "
                                  "is not a MixFormerV2 tracker): OnnxTracker needs a MixFormerV2 export "
                                  "(templates.onnx + search.onnx)")
-        settings = _tracker_settings(self.manifest, str(self.folder / "export.json"))
+        settings = self.manifest.tracker  # its fields checked by load_manifest
         self.name = str(settings["model_name"])
         self.template_size, self.search_size = int(settings["template_size"]), int(settings["search_size"])
         self.template_factor, self.search_factor = float(settings["template_factor"]), float(settings["search_factor"])
@@ -100,9 +88,7 @@ class OnnxTracker(FollowsOnlineRule):
                                        "search_factor", above=0)
         self.rule: OnlineUpdateRule[np.ndarray] = OnlineUpdateRule(update_interval, score_threshold,
                                                                    self.model.num_online_templates)
-        if online_update and not self.model.score_head:
-            raise DistilkitError("online_update=True needs a model with a score head (it picks the frame to update with)")
-        self.online_update = self.model.score_head if online_update is None else bool(online_update)
+        self.online_update = online_update_enabled(online_update, self.model.score_head)
         self.state: np.ndarray | None = None
 
     def _template(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -131,7 +117,7 @@ class OnnxTracker(FollowsOnlineRule):
         self.frame_id += 1
         patch, window = crop_around(image, self.state, self.search_factor, self.model.search_size)
         xyxy, logit = self.model.search(normalize_patch(patch), self.keys, self.values)
-        self.state = self._box_to_image(xyxy, window, image.shape[:2])
+        self.state = box_in_image(xyxy, window, image.shape[:2])
         score = float(1.0 / (1.0 + np.exp(-logit))) if self.model.score_head else float("nan")
         if self.online_update:
             update = self.rule.step(self.frame_id, score, lambda: self._template(image, self.state))
@@ -140,9 +126,6 @@ class OnnxTracker(FollowsOnlineRule):
                 self.online[:, slot] = template[0]
                 self._encode()
         return self.state.copy(), score
-
-    def _box_to_image(self, xyxy: np.ndarray, window: CropWindow, image_hw: tuple[int, int]) -> np.ndarray:
-        return clip_box(window.box_from_crop(xyxy), image_hw, margin=10.0)
 
 
 __all__ = ["OnnxTracker", "OnnxTrackerModel"]

@@ -9,7 +9,7 @@ from typing import Callable, Generic, TypeVar
 import numpy as np
 
 from distilkit.checks import as_int, as_number
-from distilkit.data.crop import check_rgb_image
+from distilkit.data.crop import CropWindow, check_rgb_image, clip_box
 from distilkit.errors import DistilkitError
 
 #: Official online-template update intervals per benchmark (TEST.UPDATE_INTERVALS of the released score configs,
@@ -51,6 +51,20 @@ def check_initial_box(image: np.ndarray, box_xywh: object) -> np.ndarray:
     if box[0] >= w or box[1] >= h or box[0] + box[2] <= 0 or box[1] + box[3] <= 0:
         raise DistilkitError(f"initial box {box.tolist()} (x, y, w, h) lies outside the {w}×{h} image")
     return box
+
+
+def online_update_enabled(requested: bool | None, has_score_head: bool) -> bool:
+    """Whether a tracker updates its online templates: as `requested`, by default when the model has a score head
+    (the rule needs a score to pick the frame, so requesting it without one is an error)."""
+    if requested and not has_score_head:
+        raise DistilkitError("online_update=True needs a model with a score head (it picks the frame to update with)")
+    return has_score_head if requested is None else bool(requested)
+
+
+def box_in_image(xyxy: np.ndarray, window: CropWindow, image_hw: tuple[int, int]) -> np.ndarray:
+    """A predicted box (normalised x1 y1 x2 y2 in the search crop `window`) as x, y, w, h image pixels, clipped as
+    the official tracker clips it (at least 10 px of it stays inside the image)."""
+    return clip_box(window.box_from_crop(xyxy), image_hw, margin=10.0)
 
 
 T = TypeVar("T")
@@ -116,5 +130,6 @@ class FollowsOnlineRule:
 
 __all__ = [
     "DEFAULT_UPDATE_INTERVALS", "FALLBACK_UPDATE_INTERVAL", "FollowsOnlineRule", "OnlineUpdateRule", "UPDATE_INTERVALS",
+    "box_in_image", "online_update_enabled",
     "check_initial_box", "default_update_interval", "official_update_interval",
 ]

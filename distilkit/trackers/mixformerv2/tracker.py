@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from distilkit.checks import as_number
-from distilkit.data.crop import CropWindow, clip_box, crop_around
+from distilkit.data.crop import crop_around
 from distilkit.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 from distilkit.errors import DistilkitError
 from distilkit.fingerprint import ModuleFingerprint
@@ -20,7 +20,7 @@ from distilkit.prepack import prepack_available, prepacked_view, shared_view
 from distilkit.trackers.mixformerv2.model import CachedTemplates, MixFormerV2
 from distilkit.trackers.single_object import (
     DEFAULT_UPDATE_INTERVALS, FALLBACK_UPDATE_INTERVAL, UPDATE_INTERVALS, FollowsOnlineRule, OnlineUpdateRule,
-    check_initial_box, default_update_interval, official_update_interval,
+    box_in_image, check_initial_box, default_update_interval, official_update_interval, online_update_enabled,
 )
 
 
@@ -77,9 +77,7 @@ class MixFormerV2Tracker(FollowsOnlineRule):
             prepack and self.device.type == "cpu" and prepack_available()) else None
         self._make_view()
         self.rule = rule
-        if online_update and model.score_head is None:
-            raise DistilkitError("online_update=True needs a model with a score head (it picks the frame to update with)")
-        self.online_update = model.score_head is not None if online_update is None else bool(online_update)
+        self.online_update = online_update_enabled(online_update, model.score_head is not None)
         self._mean = torch.tensor(IMAGENET_MEAN.tolist(), device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD.tolist(), device=self.device).view(1, 3, 1, 1)
         self.state: np.ndarray | None = None
@@ -141,15 +139,12 @@ class MixFormerV2Tracker(FollowsOnlineRule):
         self._follow_source()
         patch, window = crop_around(image, self.state, self.search_factor, self.search_size)
         out = self.model.forward_search(self._to_tensor(patch), templates=self.templates)
-        box = self._box_to_image(out["boxes"][0].cpu().numpy(), window, image.shape[:2])
+        box = box_in_image(out["boxes"][0].cpu().numpy(), window, image.shape[:2])
         self.state = box
         score = torch.sigmoid(out["score"][0]).item() if "score" in out else float("nan")
         if self.online_update:
             self._update_online(image, score)
         return box.copy(), score
-
-    def _box_to_image(self, xyxy: np.ndarray, window: CropWindow, image_hw: tuple[int, int]) -> np.ndarray:
-        return clip_box(window.box_from_crop(xyxy), image_hw, margin=10.0)
 
     def _update_online(self, image: np.ndarray, score: float) -> None:
         update = self.rule.step(self.frame_id, score, lambda: self._template(image, self.state))

@@ -35,7 +35,7 @@ def cost(model: torch.nn.Module, budget: Budget) -> dict[str, Any]:
 def _tracker(model: Any, budget: Budget, eval_set: Any, device: str, online_update: bool | None = None) -> Any:
     """The tracker a report evaluates with: the budget's crops and tracker options, the default update interval."""
     from distilkit.trackers.mixformerv2 import MixFormerV2Tracker
-    from distilkit.trackers.mixformerv2.tracker import default_update_interval
+    from distilkit.trackers.single_object import default_update_interval
 
     options = dict(budget.eval.tracker)
     options.setdefault("update_interval", default_update_interval(model.config.name, getattr(eval_set, "name", "")))
@@ -106,6 +106,11 @@ def score_accuracy(model: Any, budget: Budget, eval_set: Any, samples: int = SCO
     return right / samples
 
 
+def _baseline_row(label: str, overall: dict[str, Any]) -> dict[str, Any]:
+    """A report row of a reference tracker from its results' overall figures (as summary.json holds them)."""
+    return {"name": label, **{k: float(overall[k]) for k in _METRICS}, "fps": overall.get("fps")}
+
+
 def _cached_baseline(path: str, label: str, log: RunLog) -> dict[str, Any] | None:
     """A baseline row from an earlier evaluation's summary.json, or None (absent or damaged: evaluate again)."""
     if not os.path.lexists(path):
@@ -113,7 +118,7 @@ def _cached_baseline(path: str, label: str, log: RunLog) -> dict[str, Any] | Non
     try:
         with open(path, encoding="utf-8") as f:
             overall = json.load(f)["overall"]
-        return {"name": label, **{k: float(overall[k]) for k in _METRICS}, "fps": overall.get("fps")}
+        return _baseline_row(label, overall)
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as err:
         log.info(f"{path} is unreadable ({type(err).__name__}: {err}): evaluating the baseline again")
         return None
@@ -132,6 +137,6 @@ def baselines(out: str, eval_set: Any, log: RunLog) -> list[dict[str, Any]]:
         row = _cached_baseline(os.path.join(folder, "summary.json"), label, log)
         if row is None:
             results = evaluate(lambda kind=kind: make_baseline(kind), eval_set, out_dir=folder, name=label, progress=False)
-            row = {"name": label, **{k: float(results.overall[k]) for k in _METRICS}, "fps": float(results.fps)}
+            row = _baseline_row(label, {**results.overall, "fps": results.fps})
         rows.append(row)
     return rows

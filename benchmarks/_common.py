@@ -195,7 +195,7 @@ class TrackingBench:
     def build(self, model: str, seed: int, **overrides: Any) -> nn.Module:
         """A fresh `<model>-tiny` (budget suffix) with the budget's crop sizes, no score head, weights from `seed`
         (torch's default seed differs from process to process)."""
-        from distilkit.recipes.models import crop_overrides
+        from distilkit.trackers.mixformerv2.family.models import crop_overrides
         from distilkit.recipes.state import seed_everything
         from distilkit.trackers.mixformerv2 import build_model
 
@@ -208,10 +208,11 @@ class TrackingBench:
               feature_pairs: Sequence[tuple[int, int]] = (), cached: bool = True) -> float:
         """Train `student` in place with the recipe Trainer; returns the training seconds."""
         from distilkit.recipes.distributed import Dist
-        from distilkit.recipes.losses import StageLoss
         from distilkit.recipes.progress import RunLog
         from distilkit.recipes.state import seed_everything
         from distilkit.recipes.trainer import Trainer, TrainSettings
+        from distilkit.trackers.mixformerv2.family import MixFormerV2Family
+        from distilkit.trackers.mixformerv2.family.losses import stage_loss
 
         seed_everything(seed)
         restore_trainable(student)
@@ -220,10 +221,10 @@ class TrackingBench:
                                  weight_decay=o.weight_decay, grad_clip=o.grad_clip, warmup_steps=o.warmup_steps,
                                  lr_drop_at=o.lr_drop_at, lr_drop_factor=o.lr_drop_factor, workers=0,
                                  checkpoint_every=0, seed=seed)
-        loss = StageLoss(losses, list(feature_pairs))
+        loss = stage_loss(losses, list(feature_pairs))
         with tempfile.TemporaryDirectory(prefix="distilkit-bench-") as work:
             trainer = Trainer(name, student, teacher, loss, self.pairs(seed, cached), settings, work, Dist(),
-                              RunLog(None, enabled=False), pruner=pruner)
+                              RunLog(None, enabled=False), pruner=pruner, forward=MixFormerV2Family().forward)
             start = time.perf_counter()
             trainer.fit()
             return time.perf_counter() - start

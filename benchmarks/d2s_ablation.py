@@ -44,6 +44,7 @@ PAPER = {"teacher": "68.2 (12L plain corner)", "dense-to-sparse (KL on corner ma
 def run(scale: TrackingScale, seeds: list[int], cache: Path | None = None) -> dict[str, Any]:
     from distilkit.recipes.schema import Stage, StageBudget
     from distilkit.recipes.stages import setup_stage
+    from distilkit.trackers.mixformerv2.family import MixFormerV2Family
     from distilkit.recipes.state import seed_everything
 
     bench = TrackingBench(scale)
@@ -56,7 +57,7 @@ def run(scale: TrackingScale, seeds: list[int], cache: Path | None = None) -> di
         runs = []
         for seed in seeds:
             seed_everything(seed + 1)  # the T4 head's initial weights (the backbone is the teacher's)
-            setup = setup_stage(stage, budget, teacher)
+            setup = setup_stage(MixFormerV2Family(), stage, budget, teacher)
             secs = bench.train(name, setup.student, losses, seed + 1, scale.student_epochs,
                                teacher=setup.teacher if "kl" in losses else None)
             runs.append({"seed": seed, "seconds": secs, **bench.evaluate(setup.student, name)})

@@ -99,6 +99,7 @@ def tracking_student(bench: TrackingBench, teacher: Any, kept: list[int], m: flo
     from distilkit.depth import init_student_from_layers
     from distilkit.recipes.schema import Stage, StageBudget
     from distilkit.recipes.stages import finish_stage, setup_stage
+    from distilkit.trackers.mixformerv2.family import MixFormerV2Family
 
     if m == 0:
         student = init_student_from_layers(teacher, kept, blocks=BLOCKS)
@@ -108,7 +109,7 @@ def tracking_student(bench: TrackingBench, teacher: Any, kept: list[int], m: flo
     stage = Stage(name="pmdp", kind="depth", losses=STUDENT_LOSSES, remove=[i for i in range(DEPTH) if i not in kept],
                   feature_pairs=pairs, freeze_removed=freeze)
     budget = dataclasses.replace(bench.budget, stages={"pmdp": StageBudget(epochs=epochs, m=m)})
-    setup = setup_stage(stage, budget, teacher)
+    setup = setup_stage(MixFormerV2Family(), stage, budget, teacher)
     seconds = bench.train("pmdp", setup.student, STUDENT_LOSSES, seed, epochs, teacher=setup.teacher,
                           pruner=setup.pruner, feature_pairs=[tuple(p) for p in pairs])
     finish_stage(stage, setup, float(epochs))

@@ -31,8 +31,8 @@ from distilkit.errors import DistilkitError
 from distilkit.eval import ConstantBoxTracker, evaluate
 from distilkit.eval.evaluate import Results, SequenceResult, load_results
 from distilkit.recipes import load_recipe
-from distilkit.recipes.schema import (AugmentSpec, Budget, EvalSpec, OptimizerSpec, ScheduleSpec, Stage, StageBudget,
-                                     SyntheticSpec)
+from distilkit.recipes.schema import Budget, EvalSpec, OptimizerSpec, ScheduleSpec, Stage, StageBudget
+from distilkit.trackers.mixformerv2.family.options import AugmentSpec, SyntheticSpec, TrackingBudget, TrackingEvalSpec
 from distilkit.trackers.mixformerv2 import MixFormerV2Config
 
 HERE = Path(__file__).parent
@@ -151,6 +151,8 @@ _STAGE_OF = {"keep": 3, "mlp_ratio": 4}  # stage fields sit on a stage of the ki
 #: Where each recipe dataclass sits in the tiny recipe: (its mapping there, its key path in messages).
 _PLACES = {
     Budget: lambda d, key: (d["budgets"]["tiny"], "budgets.tiny."),
+    TrackingBudget: lambda d, key: (d["budgets"]["tiny"], "budgets.tiny."),
+    TrackingEvalSpec: lambda d, key: (d["budgets"]["tiny"].setdefault("eval", {}), "budgets.tiny.eval."),
     OptimizerSpec: lambda d, key: (d["budgets"]["tiny"]["optimizer"], "budgets.tiny.optimizer."),
     StageBudget: lambda d, key: (d["budgets"]["tiny"]["stages"]["pmdp-8"], "budgets.tiny.stages.pmdp-8."),
     SyntheticSpec: lambda d, key: (d["budgets"]["tiny"]["synthetic"], "budgets.tiny.synthetic."),

@@ -14,8 +14,9 @@ from distilkit.data.synthetic import (DEMO_IMAGE_SIZE, DEMO_LENGTH, DEMO_TEST_SE
                                       EXTRA_TRAIN_PHOTOS, TEST_PHOTOS, TRAIN_SOURCES, _photo)
 from distilkit.data.textures import PROCEDURAL_KINDS, photo_variant, procedural_texture
 from distilkit.errors import DistilkitError
-from distilkit.recipes.datasets import eval_datasets, recipe_test_split
-from distilkit.recipes.schema import SyntheticSpec, load_recipe
+from distilkit.trackers.mixformerv2.family.data import eval_datasets, recipe_test_split
+from distilkit.recipes.schema import load_recipe
+from distilkit.trackers.mixformerv2.family.options import SyntheticSpec
 
 #: SHA-256 over every frame, box and visibility flag of the demo's held-out split (40 × 60 frames, 192 × 144, seed
 #: 0). Every demo result (README, RESULTS.md, issue figures, CSRT 0.629) was measured on exactly these videos: a

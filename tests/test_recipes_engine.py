@@ -16,7 +16,8 @@ import distilkit.io as dio
 from distilkit.errors import DistilkitError
 from distilkit.recipes import load_recipe
 from distilkit.distill import resample_distribution
-from distilkit.recipes.losses import StageLoss, native_side_probs
+from distilkit.trackers.mixformerv2.family.losses import native_side_probs
+from distilkit.trackers.mixformerv2.family.losses import stage_loss as StageLoss
 from distilkit.recipes.outdir import RUN_FILE, prepare_out_dir
 from distilkit.recipes.state import load_state, rng_state, save_state, seed_everything, set_rng_state
 from distilkit.recipes.trainer import TrainSettings, lr_factor
@@ -83,8 +84,12 @@ def test_stage_loss_parts_weights_and_negatives():
 
 
 def test_one_loss_registry_serves_the_schema_the_plan_and_training():
-    from distilkit.recipes.losses import LOSS_PARTS, LOSSES_BY_KIND, T4_STUDENT_LOSSES
-    from distilkit.recipes.schema import load_recipe
+    from distilkit.recipes.schema import load_recipe, losses_of
+    from distilkit.trackers.mixformerv2.family import MixFormerV2Family
+    from distilkit.trackers.mixformerv2.family.losses import LOSS_PARTS, T4_STUDENT_LOSSES
+
+    family = MixFormerV2Family()
+    LOSSES_BY_KIND = {kind: losses_of(family, kind) for kind in ("teacher", "distill", "depth", "width", "score")}
 
     assert LOSSES_BY_KIND["teacher"] == {"l1", "giou", "ciou"} and LOSSES_BY_KIND["score"] == {"bce"}
     assert LOSSES_BY_KIND["depth"] == LOSSES_BY_KIND["width"] == {"l1", "giou", "ciou", "kl", "attn", "feature"}
@@ -132,7 +137,7 @@ def test_stage_loss_attention_part_uses_teacher_corners_and_positives_only():
     uniform = torch.full((2, 3, 4, g * g), -math.log(g * g))
     batch = {"search_box": torch.zeros(2, 4), "label": torch.tensor([1.0, 0.0])}
     loss = StageLoss({"attn": 2.0}, attention_layers=1)
-    assert loss.needs_teacher and loss.needs_pred_attention
+    assert loss.needs_teacher and loss.student_outputs == {"pred_attention"} and not loss.teacher_outputs
     total, parts = loss({"pred_attention": [uniform, exact]}, teacher, batch)     # only the last block counts
     assert parts["attn"].item() == pytest.approx(0.0, abs=1e-4) and total.item() == pytest.approx(0.0, abs=1e-3)
     wrong_negative = exact.clone()
@@ -217,11 +222,11 @@ def test_plan_reports_route_problems_at_their_recipe_key(tmp_path, edit, needle,
 
 
 def test_default_budget_and_synthetic_spec_ignore_letter_case():
-    from distilkit.recipes.runner import datasets_for, default_budget
+    from distilkit.trackers.mixformerv2.family.data import datasets_for
 
     s = load_recipe("mixformerv2-s")
-    assert [default_budget(s, d) for d in ("synthetic", "Synthetic", " SYNTHETIC:5,synthetic", "synthetic,got10k:/x")] == \
-        ["demo", "demo", "demo", "paper"]
+    specs = ("synthetic", "Synthetic", " SYNTHETIC:5,synthetic", "synthetic,got10k:/x")
+    assert [s.model_family.default_budget(s, d) for d in specs] == ["demo", "demo", "demo", "paper"]
     demo = s.budget("demo")
     (train,) = datasets_for("Synthetic:3", demo, "train")
     assert len(train) == 3 and len(train[0]) == demo.synthetic.length  # the budget's sizes, not the library default
@@ -240,7 +245,7 @@ def _trackingnet(root, chunk: str, annotated_frames: int):
 
 
 def test_data_without_ground_truth_beyond_frame_0_is_refused(tmp_path):
-    from distilkit.recipes.runner import datasets_for
+    from distilkit.trackers.mixformerv2.family.data import datasets_for
 
     budget = load_recipe(TINY).budget("tiny")
     test_only = tmp_path / "tn"
@@ -267,7 +272,7 @@ def test_concatenated_eval_sets_list_their_names_without_building_sequences(monk
 
 
 def test_teacher_checkpoint_with_another_head_is_refused(tmp_path):
-    from distilkit.recipes.models import build_stage_model, load_teacher
+    from distilkit.trackers.mixformerv2.family.models import build_stage_model, load_teacher
 
     recipe = load_recipe(TINY)
     budget = recipe.budget("tiny")

@@ -64,7 +64,7 @@ def test_freeze_removed_false_reaches_the_pruner(tmp_path):
 
     recipe = load_recipe(_variant(tmp_path, freeze_removed=False))
     previous = build_model("mixformerv2-12l-tiny")
-    setup = setup_stage(recipe.stages[2], recipe.budget("tiny"), previous)
+    setup = setup_stage(recipe.model_family, recipe.stages[2], recipe.budget("tiny"), previous)
     blocks = setup.student.backbone.blocks
     assert setup.pruner.freeze_removed is False and all(p.requires_grad for i in (0, 3, 6, 9) for p in blocks[i].parameters())
     assert "training while they fade" in setup.notes[0]

@@ -47,7 +47,7 @@ def test_a_stage_s_lr_drop_reaches_its_trainer(tmp_path, monkeypatch):
 
 def test_b_trains_at_5_and_tracks_at_4_5():
     """Official B: DATA.SEARCH.FACTOR 5.0, TEST.SEARCH_FACTOR 4.5; the demo budgets track as they train."""
-    from distilkit.recipes.models import stage_config
+    from distilkit.trackers.mixformerv2.family.models import stage_config
     from distilkit.trackers.mixformerv2 import MixFormerV2Tracker, build_model
 
     assert MixFormerV2Tracker(build_model("mixformerv2-b"), prepack=False).search_factor == 4.5

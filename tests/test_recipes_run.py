@@ -314,7 +314,7 @@ def test_teacher_from_an_official_checkpoint(tiny_run, tmp_path):
 def test_non_finite_loss_stops_with_part_and_step(tmp_path, monkeypatch, capsys):
     import dataclasses
 
-    from distilkit.recipes import losses
+    from distilkit.trackers.mixformerv2.family import losses
 
     l1 = losses.LOSS_PARTS["l1"]
     calls = {"n": 0}

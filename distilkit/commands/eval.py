@@ -181,7 +181,7 @@ def eval_command(
     from rich.console import Console
 
     from distilkit.eval.baselines import BASELINES
-    from distilkit.recipes.datasets import eval_datasets
+    from distilkit.trackers.mixformerv2.family.data import eval_datasets
     from distilkit.eval.evaluate import check_unique_names, combine_results, evaluate, plot_success
 
     from distilkit.recipes.distributed import check_device

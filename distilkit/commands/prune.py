@@ -10,15 +10,14 @@ import typer
 from distilkit.limits import MAX_SEED
 
 
-def _plan_table(rows: list[dict], title: str):
+def _plan_table(rows: list[dict], title: str, family):
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("stage", "kind", "depth", "MLP r", "head", "params", "MMACs", "epochs"):
-        table.add_column(col, justify="left" if col in ("stage", "kind", "head") else "right", no_wrap=True)
+    for col in ("stage", "kind", "depth", "MLP r", "model", "params", "MMACs", "epochs"):
+        table.add_column(col, justify="left" if col in ("stage", "kind", "model") else "right", no_wrap=True)
     for r in rows:
-        head = r["head"] + (f"/{r['bins']}" if r.get("bins") else "") + ("+score" if r["score_head"] else "")
-        table.add_row(r["name"], r["kind"], str(r["depth"]), f"{r['mlp_ratio']:g}", head, f"{r['params']:,}",
+        table.add_row(r["name"], r["kind"], str(r["depth"]), f"{r['mlp_ratio']:g}", family.architecture(r), f"{r['params']:,}",
                       f"{r['macs'] / 1e6:,.1f}", str(r["epochs"]))
     return table
 
@@ -86,9 +85,9 @@ def prune(
         b = run.budget
         console.print(f"recipe {run.recipe.name} ({run.recipe.source}), budget {run.budget_name}: "
                       f"{' '.join(b.description.split())}")
-        console.print(f"data {data}; crops template {b.template_size}px, search {b.search_size}px; MACs per full forward at "
-                      "batch 1")
-        console.print(_plan_table(result["plan"], f"{run.recipe.name}: plan ({run.budget_name} budget)"))
+        console.print(f"family {run.family.name}; data {data}; {'; '.join(run.family.budget_lines(b))}; MACs per full "
+                      "forward at batch 1", markup=False, highlight=False)
+        console.print(_plan_table(result["plan"], f"{run.recipe.name}: plan ({run.budget_name} budget)", run.family))
         console.print("losses (weights) per stage:")
         for line in _loss_lines(result["plan"]):
             console.print(line, markup=False, highlight=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shlex
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -22,9 +21,9 @@ import distilkit.io as dio
 from distilkit.errors import DistilkitError
 from distilkit.recipes.amp import check_amp
 from distilkit.recipes.distributed import Dist, code_version, setup, teardown
-from distilkit.recipes.datasets import Concat, datasets_for, default_budget, synthetic_split
-from distilkit.recipes.measure import baselines, measure
-from distilkit.recipes.models import load_teacher, model_name
+from distilkit.recipes.datasets import Concat
+from distilkit.recipes.measure import measure
+from distilkit.recipes.models import model_name
 from distilkit.recipes.outdir import CHECKPOINT, METRICS, MODEL_DIR, Prepared, finished_row, prepare_out_dir, write_record
 from distilkit.recipes.planning import plan
 from distilkit.recipes.progress import RunLog
@@ -61,8 +60,8 @@ def _identity(recipe: Recipe, budget: str, opts: PruneOptions, teacher_label: Op
     with open(recipe.source, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()[:16]
     return {"recipe": recipe.name, "recipe_sha256": digest, "budget": budget, "data": opts.data,
-            "eval_data": opts.eval_data or "synthetic-test", "teacher": teacher_label, "init_backbone": opts.init_backbone,
-            "seed": opts.seed}
+            "eval_data": opts.eval_data or recipe.model_family.default_eval_label, "teacher": teacher_label,
+            "init_backbone": opts.init_backbone, "seed": opts.seed}
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -83,7 +82,8 @@ class RecipeRun:
     def __init__(self, opts: PruneOptions, log_console: Any = None):
         self.opts = opts
         self.recipe = load_recipe(opts.recipe)
-        self.budget_name = opts.budget or default_budget(self.recipe, opts.data)
+        self.family = self.recipe.model_family
+        self.budget_name = opts.budget or self.family.default_budget(self.recipe, opts.data)
         self.budget = self.recipe.budget(self.budget_name)
         self.out = opts.out or os.path.join("runs", self.recipe.name)
         self.route = self._route(opts.until)
@@ -109,22 +109,17 @@ class RecipeRun:
                 check_amp(budget.amp, dist.device)
             except DistilkitError as err:
                 raise self.recipe.fail(("budgets", self.budget_name, "amp"), str(err)) from None
-        self.train_sets = datasets_for(opts.data, budget, "train")
-        if budget.negative_prob > 0 and any(s.kind == "score" for s in self.route):
-            from distilkit.data.sampler import check_negatives_possible
-
-            check_negatives_possible(self.train_sets)  # the score stage comes last: fail before training
-        eval_parts = datasets_for(opts.eval_data, budget, "test") if opts.eval_data else [synthetic_split(budget, "test")]
+        family = self.family
+        self.train_sets = family.datasets(opts.data, budget, "train")
+        family.check_training_data(self.train_sets, budget, {s.kind for s in self.route})
+        eval_parts = family.datasets(opts.eval_data, budget, "test") if opts.eval_data else [family.default_eval_set(budget)]
         self.eval_set = eval_parts[0] if len(eval_parts) == 1 else Concat(eval_parts)
         src = self.teacher_source
-        self.teacher = load_teacher(src.path, self.recipe.stages[0], budget, src.label) if src.path else None
+        self.teacher = family.load_teacher(src.path, self.recipe.stages[0], budget, src.label) if src.path else None
         self.plan_rows = plan(self.recipe, self.budget_name, self.teacher, macs=opts.dry_run)[: len(self.route)]
         self.mae_stages = self._mae_stages() if opts.init_backbone else []
         if self.mae_stages:  # the file's layout and widths are checked before anything trains
-            from distilkit.recipes.models import build_stage_model
-            from distilkit.trackers.mixformerv2 import load_mae_backbone
-
-            load_mae_backbone(build_stage_model(self.recipe.stages[self.mae_stages[0]], budget), opts.init_backbone)
+            family.load_backbone(family.build(self.recipe.stages[self.mae_stages[0]], budget), opts.init_backbone)
         self.dist = dist
 
     def _mae_stages(self) -> list[int]:
@@ -140,10 +135,7 @@ class RecipeRun:
 
     def _start_from_mae(self, name: str, setup: Any, log: RunLog) -> None:
         """Load --init-backbone into the stage's student; its backbone then trains at the backbone learning rate."""
-        from distilkit.trackers.mixformerv2 import load_mae_backbone
-
-        missing, unexpected = load_mae_backbone(setup.student, self.opts.init_backbone)
-        loaded = {f"backbone.{k}" for k in setup.student.backbone.state_dict() if k not in missing}
+        loaded, missing, unexpected = self.family.load_backbone(setup.student, self.opts.init_backbone)
         setup.inherited = loaded if setup.inherited is None else setup.inherited | loaded
         log.info(f"[{name}] backbone from --init-backbone {self.opts.init_backbone}: {len(loaded)} tensors; "
                  f"missing {', '.join(missing) or 'none'}; unexpected {', '.join(unexpected) or 'none'}")
@@ -200,16 +192,14 @@ class RecipeRun:
         b, o = self.budget, self.opts
         log.info(f"distilkit {distilkit.__version__} prune: recipe {self.recipe.name} ({self.recipe.source})")
         log.info(f"  budget  {self.budget_name}: {' '.join(b.description.split())}")
-        drawn = "each dataset equally often" if b.dataset_weights == "equal" else "datasets by sequence count"
-        log.info(f"  data    train {o.data} ({sum(len(d) for d in self.train_sets)} sequences; {drawn}); "
-                 f"eval {o.eval_data or 'synthetic held-out test split'} ({len(self.eval_set)} sequences)")
-        log.info(f"  crops   template {b.template_size}px (×{b.template_factor:g}), search {b.search_size}px "
-                 f"(×{b.search_factor:g}); "
-                 f"batch {b.batch_size}/process × {self.dist.world_size} process(es) on {self.dist.device}")
-        a = b.augment
-        if a.grayscale or a.brightness or a.flip or b.drop_path:
-            log.info(f"  augment grayscale p {a.grayscale:g}, brightness ±{a.brightness:g}, flip p {a.flip:g}; "
-                     f"drop path {b.drop_path:g}")
+        noun = self.family.item_noun
+        log.info(f"  family  {self.family.name}")
+        log.info(f"  data    train {o.data} ({sum(len(d) for d in self.train_sets)} {noun}); "
+                 f"eval {o.eval_data or self.family.default_eval_label} ({len(self.eval_set)} {noun})")
+        log.info(f"  batch   {b.batch_size}/process × {self.dist.world_size} process(es) on {self.dist.device}")
+        for line in self.family.budget_lines(b):
+            label, _, rest = line.partition(" ")
+            log.info(f"  {label:<7} {rest}")
         log.info(f"  teacher {self.teacher_source.label or 'trained here (stage ' + repr(self.recipe.stages[0].name) + ')'}")
         log.info(f"  out     {self.out}{' (resuming)' if resumed else ''}; seed {o.seed}")
         given = self.teacher is not None and self.route[0].kind == "teacher"
@@ -261,24 +251,19 @@ class RecipeRun:
     def _report(self, rows: list[dict[str, Any]], log: RunLog, wall_seconds: float) -> dict[str, Any]:
         """Rank 0: the baseline, report.json/.md and the plot; prints the summary table."""
         opts = self.opts
-        refs = baselines(self.out, self.eval_set, log)
+        refs = self.family.baselines(self.out, self.eval_set, log)
         total = sum(r.get("seconds", 0.0) + r.get("eval_seconds", 0.0) for r in rows)
-        report = build_report(self.recipe.name, self.budget_name, opts.data, opts.eval_data or "synthetic-test", refs,
-                              rows, {"eval_command": self._eval_command(rows), "seed": opts.seed,
+        model_dir = os.path.join(self.out, rows[-1]["name"], MODEL_DIR)
+        command = self.family.eval_command(self.opts.recipe, self.budget_name, opts.eval_data, model_dir)
+        report = build_report(self.recipe.name, self.budget_name, opts.data,
+                              opts.eval_data or self.family.default_eval_label, refs,
+                              rows, {"family": self.family.name, "eval_command": command, "seed": opts.seed,
                                      "world_size": self.dist.world_size, "device": self.dist.device,
                                      "total_seconds": total, "wall_seconds_this_invocation": wall_seconds})
-        write_report(self.out, report)
-        print_summary(log.console, report)
+        write_report(self.out, report, self.family)
+        print_summary(log.console, report, self.family)
         log.info(f"report: {os.path.join(self.out, 'report.md')}")
         return report
-
-    def _eval_command(self, rows: list[dict[str, Any]]) -> str:
-        """The `distilkit eval` command that scores the last stage's model on this report's evaluation sequences."""
-        from distilkit.recipes.datasets import RECIPE_SPLIT_KIND
-
-        data = self.opts.eval_data or f"{RECIPE_SPLIT_KIND}:{self.opts.recipe}@{self.budget_name}"
-        model = os.path.join(self.out, rows[-1]["name"], MODEL_DIR)
-        return f"distilkit eval {shlex.quote(model)} --data {shlex.quote(data)}"
 
     def _finished(self, stage: Stage, stage_dir: str, log: RunLog) -> Optional[tuple[dict[str, Any], Any]]:
         """Rank 0: (metrics row, model) of a stage an earlier invocation finished, or None to run it. A damaged
@@ -309,14 +294,14 @@ class RecipeRun:
         dio.save(result, os.path.join(stage_dir, MODEL_DIR))
         row = {"name": stage.name, "kind": stage.kind,
                "model": model_name(stage, budget) if stage.model else None, "seconds": seconds,
-               **measure(result, budget, self.eval_set, stage_dir, stage.name, log, self.dist.device), **info}
+               **measure(self.family, result, budget, self.eval_set, stage_dir, stage.name, log, self.dist.device), **info}
         write_json_atomic(os.path.join(stage_dir, METRICS), row)
         checkpoint = os.path.join(stage_dir, CHECKPOINT)
         if os.path.exists(checkpoint):
             os.remove(checkpoint)
+        accuracy = " ".join(f"{label} {row[key]:.3f}" for key, label in self.family.metrics)
         log.info(f"[{stage.name}] done in {seconds:.0f} s: depth {row['depth']}, MLP ratio {row['mlp_ratio']:g}, "
-                 f"{row['params']:,} params, {row['macs'] / 1e6:,.1f} MMACs, {row['fps']:.1f} FPS, "
-                 f"AUC {row['auc']:.3f} P {row['precision']:.3f} NP {row['norm_precision']:.3f}")
+                 f"{row['params']:,} params, {row['macs'] / 1e6:,.1f} MMACs, {row['fps']:.1f} FPS, {accuracy}")
         return row
 
     def _stage(self, index: int, stage: Stage, previous: Any, log: RunLog) -> tuple[dict[str, Any], Any]:
@@ -335,12 +320,13 @@ class RecipeRun:
             info["source"] = self.teacher_source.label
             log.info(f"[{stage.name}] using teacher {self.teacher_source.label}: not trained")
         else:
-            setup = setup_stage(stage, budget, previous, device=dist.device)
+            setup = setup_stage(self.family, stage, budget, previous, device=dist.device)
             for note in setup.notes:
                 log.info(f"[{stage.name}] {note}")
             if index in self.mae_stages:
                 self._start_from_mae(stage.name, setup, log)
-            trainer = stage_trainer(stage, budget, setup, self.train_sets, self.opts.seed * 1000 + index, stage_dir, dist, log)
+            trainer = stage_trainer(self.family, stage, budget, setup, self.train_sets, self.opts.seed * 1000 + index,
+                                    stage_dir, dist, log)
             trainer.maybe_resume()
             trainer.fit()
             info = finish_stage(stage, setup, float(budget.stage(stage.name).epochs))

@@ -7,7 +7,7 @@ result) and `budgets` (named sets of sizes, epochs and optimiser settings, e.g. 
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import math
 import os
 import re
@@ -17,14 +17,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal, Optional
 
-from distilkit.data.synthetic import DEMO_IMAGE_SIZE, DEMO_LENGTH, DEMO_TEST_SEQUENCES, DEMO_TRAIN_SEQUENCES
 from distilkit.errors import DistilkitError
-from distilkit.limits import (MAX_BATCH, MAX_BRIGHTNESS, MAX_CENTER_JITTER, MAX_CLASSES, MAX_CONTEXT, MAX_CROP,
-                              MAX_EPOCHS, MAX_GAP, MAX_IMAGE_INPUT, MAX_IMAGE_SIDE, MAX_LAYERS, MAX_LENGTH, MAX_LR, MAX_MLP_RATIO,
-                              MAX_MODEL_PARAMS, MAX_RECIPE_CHARS, MAX_SAMPLES, MAX_SCALE, MAX_SCALE_JITTER, MAX_SEQUENCES,
-                              MAX_STEPS, MAX_TEMPLATES, MAX_THREADS, MAX_WEIGHT, MAX_WIDTH, MAX_WORKERS,
-                              MIN_IMAGE_SIDE)
+from distilkit.limits import (MAX_BATCH, MAX_EPOCHS, MAX_LAYERS, MAX_LR, MAX_MLP_RATIO, MAX_RECIPE_CHARS, MAX_SAMPLES,
+                              MAX_SCALE, MAX_STEPS, MAX_THREADS, MAX_WEIGHT, MAX_WORKERS)
 from distilkit.names import PLAIN_NAME_RULE, is_plain_name, plain_name_problem
+from distilkit.recipes.families import DEFAULT_FAMILY, resolve_family
+from distilkit.recipes.family import GENERIC_STAGE_KINDS, ModelFamily
 from distilkit.recipes.teachers import shipped_teacher_names
 from distilkit.recipes.validate import Context, Path, build, coerce
 from distilkit.recipes.yamlnodes import load_with_lines
@@ -32,13 +30,8 @@ from distilkit.recipes.yamlnodes import load_with_lines
 #: Stage names: ASCII letters, digits, '-' and '_' (they name the stage folders of a run).
 _STAGE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
-StageKind = Literal["teacher", "distill", "depth", "width", "score"]
-
-def _losses_of(kind: str) -> frozenset[str]:
-    """The loss parts a stage kind accepts (`distilkit.recipes.losses.LOSS_PARTS`, the one registry of them)."""
-    from distilkit.recipes.losses import LOSSES_BY_KIND
-
-    return LOSSES_BY_KIND[kind]
+#: A stage kind: one of `distilkit.recipes.family.GENERIC_STAGE_KINDS` or of the recipe family's `extra_stage_kinds`.
+StageKind = str
 
 
 @dataclass(frozen=True)
@@ -116,8 +109,8 @@ class ScheduleSpec:
 
 @dataclass
 class Stage:
-    """One step of the route. `model` names a `distilkit.trackers.mixformerv2` model (teacher/distill kinds);
-    the other kinds transform the previous stage's result."""
+    """One step of the route. `model` names a preset of the recipe's model family (teacher/distill kinds); the
+    other kinds transform the previous stage's result. Loss names and the kind are checked against the family."""
 
     name: str
     kind: StageKind
@@ -138,16 +131,13 @@ class Stage:
     attention_layers: int = 4
 
     def check(self) -> Optional[tuple[str, str]]:
-        problem = loss_weights_problem(self.losses, _losses_of(self.kind), f"a {self.kind} stage")
+        problem = loss_weights_problem(self.losses)  # names are checked against the family in _check_route
         if problem:
             return "losses", problem
         if not self.losses:
             return "losses", "at least one loss is required"
         if self.kind in ("teacher", "distill") and not self.model:
             return "model", f"a {self.kind} stage needs a model name"
-        if self.kind not in ("teacher", "distill") and (self.model or self.overrides):
-            key = "model" if self.model else "overrides"
-            return key, f"a {self.kind} stage transforms the previous result; {key!r} is not allowed"
         if self.kind == "depth":
             if (self.remove is None) == (self.keep is None):
                 return "remove", "a depth stage needs exactly one of 'remove' (layer indices) or 'keep' (layer count)"
@@ -245,65 +235,32 @@ def effective_losses(stage: Stage, entry: StageBudget) -> dict[str, float]:
 
 
 @dataclass
-class SyntheticSpec:
-    """Size of the built-in synthetic tracking data (`--data synthetic` and the default test split); the defaults
-    are the demo splits (distilkit.data.synthetic.DEMO_*)."""
-
-    train_sequences: int = DEMO_TRAIN_SEQUENCES
-    test_sequences: int = DEMO_TEST_SEQUENCES
-    length: int = DEMO_LENGTH
-    image_size: list[int] = field(default_factory=lambda: list(DEMO_IMAGE_SIZE))
-
-    def check(self) -> Optional[tuple[str, str]]:
-        if len(self.image_size) != 2 or not all(MIN_IMAGE_SIDE <= v <= MAX_IMAGE_SIDE for v in self.image_size):
-            return "image_size", f"is [width, height] in pixels, each in [{MIN_IMAGE_SIDE}, {MAX_IMAGE_SIDE}]"
-        return bounds_problem(self, {"train_sequences": Bound(1.0, MAX_SEQUENCES), "test_sequences": Bound(1.0, MAX_SEQUENCES),
-                                     "length": Bound(2.0, MAX_LENGTH)})
-
-
-@dataclass
-class AugmentSpec:
-    """Training-pair augmentation (`distilkit.data.augment.Augment`, as the official pipeline): probability of a
-    grayscale pair, brightness jitter and flip probability per crop; 0 turns each off."""
-
-    grayscale: float = 0.0
-    brightness: float = 0.0
-    flip: float = 0.0
-
-    def check(self) -> Optional[tuple[str, str]]:
-        return bounds_problem(self, {"grayscale": Bound(0.0, 1.0), "brightness": Bound(0.0, MAX_BRIGHTNESS),
-                                     "flip": Bound(0.0, 1.0)})
-
-
-@dataclass
 class EvalSpec:
-    """Evaluation settings: tracker options and CPU latency measurement."""
+    """Evaluation settings every family has (CPU latency threads); a family's own `eval:` keys are in its
+    budget options' `eval` field (`family_eval`; reading one of them here reads it there)."""
 
     latency_threads: Optional[int] = None
-    search_factor: Optional[float] = None  # the factor the tracker crops with; default: the budget's (training) one
-    tracker: dict[str, Any] = field(default_factory=dict)  # MixFormerV2Tracker options, checked in _check_models
+    family_eval: Any = field(default=None, repr=False)  # set from the budget's options; never a YAML key
 
     def check(self) -> Optional[tuple[str, str]]:
-        return bounds_problem(self, {"latency_threads": THREADS, "search_factor": Bound(0.0, MAX_CONTEXT, low_open=True)})
+        return bounds_problem(self, {"latency_threads": THREADS})
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "family_eval":
+            raise AttributeError(name)
+        return getattr(self.family_eval, name)
 
 
 @dataclass
 class Budget:
-    """How big and how long: model variant, crop sizes, data volume, optimiser, per-stage epochs."""
+    """How big and how long: model variant, data volume, optimiser, per-stage epochs. The family's own settings
+    (e.g. a tracker's crop sizes) sit beside these keys in the YAML and are built into `options` (the family's
+    `budget_options` dataclass); reading one of them on the budget reads it there."""
 
     description: str
     stages: dict[str, StageBudget]
     model_suffix: str = ""
     model_overrides: dict[str, Any] = field(default_factory=dict)
-    template_size: int = 128
-    search_size: int = 288
-    template_factor: float = 2.0
-    search_factor: float = 5.0
-    center_jitter: float = 4.5
-    scale_jitter: float = 0.5
-    max_gap: int = 200
-    negative_prob: float = 0.5
-    dataset_weights: Literal["equal", "sequences"] = "sequences"  # datasets drawn 1:1 (official) or by sequence count
     batch_size: int = 32
     samples_per_epoch: int = 60000
     workers: int = 4
@@ -311,32 +268,27 @@ class Budget:
     checkpoint_every: int = 0
     deterministic: bool = False
     amp: Literal["none", "bf16", "fp16"] = "none"  # CUDA autocast in training stages (fp16 with loss scaling)
-    augment: AugmentSpec = field(default_factory=AugmentSpec)
     drop_path: float = 0.0  # stochastic depth of every trained stage's backbone (0 at the first block, this at the last)
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
-    synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)
     teacher: Optional[str] = None  # a shipped teacher the route starts from unless --teacher is given
+    options: Any = field(default=None, repr=False)  # the family's budget_options, built beside; never a YAML key
 
     def check(self) -> Optional[tuple[str, str]]:
         if self.teacher is not None and self.teacher not in shipped_teacher_names():
             return "teacher", f"names a shipped teacher ({', '.join(shipped_teacher_names()) or 'none shipped'})"
-        crop, context = Bound(1.0, MAX_CROP), Bound(0.0, MAX_CONTEXT, low_open=True)
         return bounds_problem(self, {
-            "template_size": crop, "search_size": crop, "template_factor": context, "search_factor": context,
-            "center_jitter": Bound(0.0, MAX_CENTER_JITTER), "scale_jitter": Bound(0.0, MAX_SCALE_JITTER),
-            "max_gap": Bound(0.0, MAX_GAP), "negative_prob": PROBABILITY, "batch_size": Bound(1.0, MAX_BATCH),
-            "samples_per_epoch": SAMPLES, "workers": Bound(0.0, MAX_WORKERS), "threads": THREADS,
-            "checkpoint_every": STEPS, "drop_path": Bound(0.0, 1.0, high_open=True),
+            "batch_size": Bound(1.0, MAX_BATCH), "samples_per_epoch": SAMPLES, "workers": Bound(0.0, MAX_WORKERS),
+            "threads": THREADS, "checkpoint_every": STEPS, "drop_path": Bound(0.0, 1.0, high_open=True),
         })
 
     def stage(self, name: str) -> StageBudget:
         return self.stages[name]
 
-    @property
-    def tracking_search_factor(self) -> float:
-        """The search factor trackers crop with (`eval.search_factor`, else the training `search_factor`)."""
-        return self.search_factor if self.eval.search_factor is None else self.eval.search_factor
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "options":
+            raise AttributeError(name)
+        return getattr(self.options, name)
 
 
 @dataclass
@@ -347,8 +299,10 @@ class Recipe:
     description: str
     stages: list[Stage]
     budgets: dict[str, Budget]
+    family: str = DEFAULT_FAMILY  # the model family (distilkit.recipes.families): a name or 'package.module:Attribute'
     source: str = ""
     lines: dict[Path, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+    model_family: ModelFamily = field(default=None, init=False, repr=False, compare=False)  # type: ignore[assignment]
 
     def fail(self, path: Path, message: str) -> DistilkitError:
         """An error at key `path` (e.g. ("stages", 2, "remove")) naming the recipe file, line and key."""
@@ -405,11 +359,71 @@ def load_recipe(name_or_path: str) -> Recipe:
         raise DistilkitError(f"{path}: longer than {MAX_RECIPE_CHARS:,} characters: not a recipe")
     value, lines = load_with_lines(text, path)
     ctx = Context(path, lines)
+    family = _family_of(value, ctx)
+    budgets = value.get("budgets") if isinstance(value, dict) else None
+    if isinstance(budgets, dict):  # built below with the family's options
+        value = {**value, "budgets": {}}
     recipe: Recipe = build(Recipe, value, ctx)
-    recipe.source, recipe.lines = path, lines
+    recipe.source, recipe.lines, recipe.model_family = path, lines, family
+    if isinstance(budgets, dict):
+        recipe.budgets = {name: _build_budget(raw, recipe.model_family, ctx, ("budgets", name))
+                          for name, raw in budgets.items()}
     _check_route(recipe, ctx)
-    _check_models(recipe, ctx)
+    recipe.model_family.check_recipe(recipe, ctx)
     return recipe
+
+
+def _family_of(value: Any, ctx: Context) -> Optional[ModelFamily]:
+    """The family a recipe mapping names (default: MixFormerV2's), and its stage kinds checked first: the kind
+    decides which other stage keys are legal. None when `family` is not text (building the recipe then says so)."""
+    name = value.get("family", DEFAULT_FAMILY) if isinstance(value, dict) else DEFAULT_FAMILY
+    if not isinstance(name, str):
+        return None
+    try:
+        family = resolve_family(name)
+    except DistilkitError as err:
+        raise ctx.fail(("family",), str(err)) from None
+    kinds = list(GENERIC_STAGE_KINDS) + sorted(family.extra_stage_kinds)
+    stages = value.get("stages") if isinstance(value, dict) else None
+    for i, stage in enumerate(stages if isinstance(stages, list) else []):
+        kind = stage.get("kind") if isinstance(stage, dict) else None
+        if isinstance(kind, str) and kind not in kinds:
+            raise ctx.fail(("stages", i, "kind"), f"expected one of {kinds}, got {kind!r}")
+    return family
+
+
+def _build_budget(raw: Any, family: ModelFamily, ctx: Context, path: Path) -> Budget:
+    """A budget from its YAML mapping: the generic keys into `Budget`, the family's into its `budget_options`."""
+    if not isinstance(raw, dict):
+        raise ctx.fail(path, f"expected a mapping for Budget, got {'a list' if isinstance(raw, list) else repr(raw)}")
+    generic = {f.name for f in dataclasses.fields(Budget) if f.name != "options"}
+    own = {f.name for f in dataclasses.fields(family.budget_options) if f.init}
+    unknown = [k for k in raw if k not in generic and k not in own]
+    if unknown:
+        raise ctx.fail(path + (unknown[0],), f"unknown key; expected one of {sorted(generic | own)}")
+    family_raw = {k: v for k, v in raw.items() if k in own and k not in generic}
+    generic_raw = {k: v for k, v in raw.items() if k in generic}
+    eval_raw = raw.get("eval")
+    if isinstance(eval_raw, dict):  # `eval:` holds generic keys and (in the family's `eval` field) the family's
+        eval_generic = {f.name for f in dataclasses.fields(EvalSpec) if f.name != "family_eval"}
+        own_eval = _eval_fields(family)
+        unknown = [k for k in eval_raw if k not in eval_generic and k not in own_eval]
+        if unknown:
+            raise ctx.fail(path + ("eval", unknown[0]), f"unknown key; expected one of {sorted(eval_generic | own_eval)}")
+        generic_raw["eval"] = {k: v for k, v in eval_raw.items() if k in eval_generic}
+        if "eval" in own:
+            family_raw["eval"] = {k: v for k, v in eval_raw.items() if k in own_eval}
+    budget: Budget = build(Budget, generic_raw, ctx, path)
+    budget.options = build(family.budget_options, family_raw, ctx, path)
+    budget.eval.family_eval = getattr(budget.options, "eval", None)
+    return budget
+
+
+def _eval_fields(family: ModelFamily) -> set[str]:
+    """The keys of `eval:` the family's budget options take (their `eval` field's dataclass), if any."""
+    hints = typing.get_type_hints(family.budget_options)
+    tp = hints.get("eval")
+    return {f.name for f in dataclasses.fields(tp) if f.init} if tp is not None and dataclasses.is_dataclass(tp) else set()
 
 
 def _check_route(recipe: Recipe, ctx: Context) -> None:
@@ -420,7 +434,14 @@ def _check_route(recipe: Recipe, ctx: Context) -> None:
     if not recipe.stages:
         raise ctx.fail(("stages",), "a recipe needs at least one stage")
     names = [s.name for s in recipe.stages]
+    family = recipe.model_family
     for i, stage in enumerate(recipe.stages):
+        if stage.kind not in ("teacher", "distill") and (stage.model or stage.overrides):
+            key = "model" if stage.model else "overrides"
+            raise ctx.fail(("stages", i, key), f"a {stage.kind} stage transforms the previous result; {key!r} is not allowed")
+        problem = loss_weights_problem(stage.losses, losses_of(family, stage.kind), f"a {stage.kind} stage")
+        if problem:
+            raise ctx.fail(("stages", i, "losses"), problem)
         if names.index(stage.name) != i:
             raise ctx.fail(("stages", i, "name"), f"duplicate stage name {stage.name!r}")
         if not is_stage_name(stage.name):
@@ -439,7 +460,7 @@ def _check_route(recipe: Recipe, ctx: Context) -> None:
                 raise ctx.fail(("budgets", bname, "stages"), f"missing entry for stage {stage.name!r}")
             entry = budget.stages[stage.name]
             for loss, weight in entry.losses.items():
-                problem = loss_weights_problem({loss: weight}, _losses_of(stage.kind),
+                problem = loss_weights_problem({loss: weight}, losses_of(family, stage.kind),
                                                f"the {stage.kind} stage {stage.name!r}")
                 if problem:
                     raise ctx.fail(("budgets", bname, "stages", stage.name, "losses", loss), problem)
@@ -461,69 +482,12 @@ def _check_route(recipe: Recipe, ctx: Context) -> None:
                                    "the pruned parts must be gone before the stage ends")
 
 
-#: Caps on the MixFormerV2Config values a recipe overrides (the config checks their lower bounds itself).
-_CONFIG_CAPS = {"embed_dim": MAX_WIDTH, "depth": MAX_LAYERS, "num_heads": MAX_WIDTH, "mlp_ratio": MAX_MLP_RATIO,
-                "mlp_hidden": MAX_WIDTH, "patch_size": MAX_CROP, "template_size": MAX_CROP, "search_size": MAX_CROP,
-                "num_online_templates": MAX_TEMPLATES, "norm_eps": 1.0, "bins": MAX_WIDTH, "head_hidden": MAX_WIDTH,
-                "corner_channel": MAX_WIDTH, "search_factor": MAX_CONTEXT, "legacy_num_classes": MAX_CLASSES,
-                "legacy_img_size": MAX_IMAGE_INPUT, "drop_path_rate": 1.0}  # drop_path_rate: refused, the budget's drop_path
-
-#: MixFormerV2Tracker arguments the runner sets itself (from the stage model and the budget's crops).
-_TRACKER_SET_BY_RUNNER = frozenset({"self", "model", "template_factor", "search_factor", "template_size", "search_size",
-                                    "device", "online_update"})  # reports evaluate with and without updates
+def losses_of(family: ModelFamily, kind: str) -> frozenset[str]:
+    """The loss parts of `family` a stage of `kind` may weight."""
+    return frozenset(name for name, part in family.loss_parts.items() if kind in part.kinds)
 
 
-def _check_models(recipe: Recipe, ctx: Context) -> None:
-    """Model names, config overrides and tracker options against distilkit.trackers.mixformerv2, for every
-    budget (imports torch, so it runs after the cheap checks)."""
-    from distilkit.recipes.models import stage_config
-    from distilkit.trackers.mixformerv2 import PRESETS, MixFormerV2Config
-
-    fields = typing.get_type_hints(MixFormerV2Config)
-    for i, stage in enumerate(recipe.stages):
-        stage.overrides = _typed_options(stage.overrides, fields, ctx, ("stages", i, "overrides"), "MixFormerV2Config field",
-                                         _CONFIG_CAPS)
-        _no_drop_path_override(stage.overrides, ctx, ("stages", i, "overrides"))
-        if stage.model is not None and stage.model not in PRESETS:
-            raise ctx.fail(("stages", i, "model"), f"unknown model {stage.model!r}; expected one of {sorted(PRESETS)}")
-    for bname, budget in recipe.budgets.items():
-        budget.model_overrides = _typed_options(budget.model_overrides, fields, ctx, ("budgets", bname, "model_overrides"),
-                                                "MixFormerV2Config field", _CONFIG_CAPS)
-        _no_drop_path_override(budget.model_overrides, ctx, ("budgets", bname, "model_overrides"))
-        _check_tracker_options(budget, ctx, ("budgets", bname, "eval", "tracker"))
-        for i, stage in enumerate(recipe.stages):
-            if stage.model is None:
-                continue
-            if stage.model + budget.model_suffix not in PRESETS:
-                raise ctx.fail(("budgets", bname, "model_suffix"),
-                               f"no model {stage.model + budget.model_suffix!r} for stage {stage.name!r}; models: "
-                               f"{sorted(PRESETS)}")
-            try:
-                problem = _model_size_problem(stage_config(stage, budget))
-            except DistilkitError as err:
-                problem = str(err)
-            if problem:
-                raise ctx.fail(("stages", i, "model"), f"budget {bname!r}: {problem}")
-
-
-def _no_drop_path_override(overrides: dict[str, Any], ctx: Context, path: Path) -> None:
-    """Stochastic depth has one knob, the budget's `drop_path` (the runner sets it on every trained stage's model)."""
-    if "drop_path_rate" in overrides:
-        raise ctx.fail(path + ("drop_path_rate",), "set stochastic depth with the budget's 'drop_path' "
-                                                  "(it applies to every trained stage)")
-
-
-def _check_tracker_options(budget: Budget, ctx: Context, path: Path) -> None:
-    """`eval.tracker` keys and value types against MixFormerV2Tracker's signature (its value ranges are
-    checked when the run is planned, by building one)."""
-    from distilkit.trackers.mixformerv2 import MixFormerV2Tracker
-
-    names = set(inspect.signature(MixFormerV2Tracker.__init__).parameters) - _TRACKER_SET_BY_RUNNER
-    hints = {k: v for k, v in typing.get_type_hints(MixFormerV2Tracker.__init__).items() if k in names}
-    budget.eval.tracker = _typed_options(budget.eval.tracker, hints, ctx, path, "MixFormerV2Tracker option")
-
-
-def _typed_options(options: dict[str, Any], types: dict[str, Any], ctx: Context, path: Path, what: str,
+def typed_options(options: dict[str, Any], types: dict[str, Any], ctx: Context, path: Path, what: str,
                    caps: Optional[dict[str, float]] = None) -> dict[str, Any]:
     """`options` checked against `types` (name → type): known keys, values of their type, finite numbers
     (each number, or each number of a list, at most `caps[key]` when given); ints become floats where
@@ -542,13 +506,3 @@ def _typed_options(options: dict[str, Any], types: dict[str, Any], ctx: Context,
         if problem:
             raise ctx.fail(path + (key,), problem)
     return out
-
-
-def _model_size_problem(config: Any) -> Optional[str]:
-    """Why a MixFormerV2Config describes an absurdly large model (parameters counted roughly from the config,
-    before anything is built: attention 4·D² and MLP 2·D·hidden per block), or None."""
-    hidden = max(config.mlp_hidden) if config.mlp_hidden else int(config.embed_dim * config.mlp_ratio)
-    params = config.depth * (4 * config.embed_dim**2 + 2 * config.embed_dim * hidden)
-    if params > MAX_MODEL_PARAMS:
-        return f"its backbone has about {params:,} parameters, more than the {MAX_MODEL_PARAMS:,} allowed"
-    return None

@@ -1,36 +1,29 @@
-"""What each stage kind trains: the student, the frozen teacher, the pruner, and what is left after it.
+"""What each generic stage kind trains: the student, the frozen teacher, the pruner, and what is left after it.
 
 teacher  - train the stage's model on ground truth (skipped when `--teacher` is given)
-distill  - new model (e.g. T4 head) distilled from the previous result, backbone copied from it
+distill  - new model (e.g. a T4 head) distilled from the previous result, backbone copied from it
 depth    - PMDP: the previous result with some blocks fading out (γ), distilled from it, then removed
 width    - the previous result with MLP channels fading out, distilled from it, then sliced
-score    - the previous result plus a score head; only the score head trains (BCE with negatives)
+A family's own kinds (MixFormerV2's `score`) are set up by the family (`ModelFamily.setup_extra_stage`).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from torch import nn
 
+from distilkit.blocks import resolve_blocks
 from distilkit.depth import ProgressiveDepthPruner, select_layers
 from distilkit.errors import DistilkitError
-from distilkit.recipes.models import (
-    build_stage_model,
-    example_inputs,
-    freeze_all_but,
-    init_from_backbone,
-    restore_grad,
-    with_score_head,
-)
+from distilkit.recipes.family import ModelFamily, StageSetup
+from distilkit.recipes.models import restore_grad
 from distilkit.recipes.schema import Budget, Stage, StageBudget
 from distilkit.schedule import schedule_from_dict
-from distilkit.trackers.mixformerv2 import MixFormerV2
-from distilkit.width import ProgressiveWidthPruner
+from distilkit.width import ProgressiveWidthPruner, find_mlp_sites
 
-BLOCKS = "backbone.blocks"
+__all__ = ["StageProblem", "StageSetup", "finish_stage", "layers_to_remove", "model_depth", "setup_stage"]
 
 
 class StageProblem(DistilkitError):
@@ -41,16 +34,9 @@ class StageProblem(DistilkitError):
         self.key = key
 
 
-@dataclass
-class StageSetup:
-    """Everything a stage trains with; `notes` are human-readable lines for the log."""
-
-    student: MixFormerV2
-    teacher: Optional[nn.Module]
-    pruner: Any = None
-    notes: list[str] = field(default_factory=list)
-    grad_flags: Optional[dict[str, bool]] = None
-    inherited: Optional[set[str]] = None  # parameters carried over from earlier training (None: all of them)
+def model_depth(family: ModelFamily, model: nn.Module) -> int:
+    """Number of residual blocks at the family's `blocks` path."""
+    return len(resolve_blocks(model, family.blocks))
 
 
 def pruning_schedule(stage: Stage, entry: StageBudget) -> Any:
@@ -86,58 +72,56 @@ def _check_pairs(stage: Stage, student_depth: int, teacher_depth: int, removed: 
             )
 
 
-def _check_shrinks(stage: Stage, previous: MixFormerV2) -> None:
+def _check_shrinks(stage: Stage, family: ModelFamily, previous: nn.Module) -> None:
     """Width stages only narrow MLPs: the target ratio must not exceed any block's current one."""
-    cfg = previous.live_config()
-    narrowest = min(cfg.block_mlp_hidden)
-    if round(cfg.embed_dim * stage.mlp_ratio) > narrowest:
+    sites = find_mlp_sites(previous, family.blocks)
+    narrowest = min(sites, key=lambda s: s.hidden)
+    if round(narrowest.embed_dim * stage.mlp_ratio) > narrowest.hidden:
         raise StageProblem("mlp_ratio", f"stage {stage.name!r}: MLP ratio {stage.mlp_ratio:g} is wider than the previous "
-                                        f"result's {narrowest / cfg.embed_dim:g}; width pruning only shrinks")
+                                        f"result's {narrowest.hidden / narrowest.embed_dim:g}; width pruning only shrinks")
 
 
-def setup_stage(stage: Stage, budget: Budget, previous: Optional[MixFormerV2], device: str = "cpu") -> StageSetup:
+def setup_stage(family: ModelFamily, stage: Stage, budget: Budget, previous: Optional[nn.Module],
+                device: str = "cpu") -> StageSetup:
     """Build the student (initialised as the route says), its teacher and pruner for `stage`."""
     entry = budget.stage(stage.name)
     if stage.kind == "teacher":
-        return StageSetup(build_stage_model(stage, budget), None, notes=["trained on ground truth"], inherited=set())
+        return StageSetup(family.build(stage, budget), None, notes=["trained on ground truth"], inherited=set())
     if previous is None:
         raise DistilkitError(f"stage {stage.name!r} needs the previous stage's model")
-    depth = len(previous.backbone.blocks)
+    depth = model_depth(family, previous)
     if stage.kind == "distill":
-        student = build_stage_model(stage, budget)
+        student = family.build(stage, budget)
         notes, copied = [], set()
         if stage.init == "backbone":
-            copied = init_from_backbone(student, previous)
-            fresh = sorted(k for k in student.state_dict() if k.startswith("backbone.") and k not in copied)
+            copied = family.init_student(student, previous)
+            fresh = sorted(k for k in student.state_dict() if family.is_backbone(k) and k not in copied)
             notes.append(f"backbone initialised from the previous stage ({len(copied)} tensors; new: "
                          f"{', '.join(fresh) or 'none'})")
-        _check_pairs(stage, len(student.backbone.blocks), depth)
+        _check_pairs(stage, model_depth(family, student), depth)
         return StageSetup(student, previous, notes=notes, inherited=copied)
-    student = copy.deepcopy(previous)
     if stage.kind == "depth":
+        student = copy.deepcopy(previous)
         remove = layers_to_remove(stage, depth)
         _check_pairs(stage, depth, depth, tuple(remove))
         freeze = stage.freeze_removed is not False
-        pruner = ProgressiveDepthPruner(student, remove, blocks=BLOCKS, schedule=pruning_schedule(stage, entry), mode=stage.mode,
-                                        freeze_removed=freeze)
+        pruner = ProgressiveDepthPruner(student, remove, blocks=family.blocks, schedule=pruning_schedule(stage, entry),
+                                        mode=stage.mode, freeze_removed=freeze)
         fading = "frozen" if freeze else "training"
         note = f"removing layers {remove} of {depth} over m = {entry.m:g} epochs ({fading} while they fade)"
         return StageSetup(student, previous, pruner, [note])
     if stage.kind == "width":
+        student = copy.deepcopy(previous)
         _check_pairs(stage, depth, depth)
-        _check_shrinks(stage, previous)
+        _check_shrinks(stage, family, previous)
         pruner = ProgressiveWidthPruner(
-            student, stage.mlp_ratio, blocks=BLOCKS, importance=stage.importance,
-            schedule=pruning_schedule(stage, entry), example_inputs=example_inputs(budget, device=device),
+            student, stage.mlp_ratio, blocks=family.blocks, importance=stage.importance,
+            schedule=pruning_schedule(stage, entry), example_inputs=family.example_inputs(budget, device=device),
         )
         return StageSetup(student, previous, pruner, [f"MLP ratio -> {stage.mlp_ratio:g} over m = {entry.m:g} epochs "
                                                       f"({stage.importance} importance)"])
-    if stage.kind == "score":
-        student = with_score_head(student)
-        flags = freeze_all_but(student, "score_head.")
-        trainable = sum(p.numel() for p in student.parameters() if p.requires_grad)
-        return StageSetup(student, None, notes=[f"score head only: {trainable:,} trainable parameters, the rest frozen"],
-                          grad_flags=flags)
+    if stage.kind in family.extra_stage_kinds:
+        return family.setup_extra_stage(stage, budget, copy.deepcopy(previous), device)
     raise DistilkitError(f"unknown stage kind {stage.kind!r}")
 
 

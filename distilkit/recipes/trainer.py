@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 import torch.distributed as tdist
@@ -63,16 +63,21 @@ class _ResumeSampler(Sampler[int]):
         return len(self.base) - self.skip
 
 
+def _in_backbone(name: str) -> bool:
+    return name.startswith("backbone.")
+
+
 def _param_groups(model: nn.Module, lr: float, backbone_scale: float, weight_decay: float,
-                  inherited: Optional[set[str]] = None) -> list[dict[str, Any]]:
-    """Backbone parameters carried over from earlier training (`inherited`; None = all) at lr·backbone_scale,
-    heads and newly initialised parameters at lr; no weight decay on norms, biases and tokens."""
+                  inherited: Optional[set[str]] = None,
+                  is_backbone: Callable[[str], bool] = _in_backbone) -> list[dict[str, Any]]:
+    """Backbone parameters (`is_backbone`) carried over from earlier training (`inherited`; None = all) at
+    lr·backbone_scale, heads and newly initialised parameters at lr; no weight decay on norms, biases and tokens."""
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         carried = inherited is None or name in inherited
-        key = (name.startswith("backbone.") and carried, p.ndim <= 1)
+        key = (is_backbone(name) and carried, p.ndim <= 1)
         groups.setdefault(key, []).append(p)
     out = []
     for (is_backbone, no_decay), params in sorted(groups.items()):
@@ -90,8 +95,13 @@ def lr_factor(step: int, total_steps: int, s: TrainSettings) -> float:
     return warm * drop
 
 
+Forward = Callable[[nn.Module, dict[str, Any], frozenset[str]], dict[str, Any]]
+
+
 class Trainer:
-    """Train `student` on `dataset` (a PairSampler) with `loss`, optionally distilling from `teacher`."""
+    """Train `student` on `dataset` (batches as dicts of tensors) with `loss`, optionally distilling from `teacher`;
+    `forward(model, batch, outputs)` runs a model on a batch (a family's `forward`), `is_backbone` names the
+    parameters trained at the backbone learning rate."""
 
     def __init__(
         self,
@@ -106,12 +116,16 @@ class Trainer:
         log: RunLog,
         pruner: Any = None,
         inherited: Optional[set[str]] = None,
+        *,
+        forward: Forward,
+        is_backbone: Callable[[str], bool] = _in_backbone,
     ):
         self.name = name
         self.precision = MixedPrecision(settings.amp, dist.device)
         self.student = student.to(dist.device)
         self.teacher = teacher.to(dist.device) if teacher is not None else None
         self.loss = loss
+        self.forward = forward
         self.dataset = dataset
         self.s = settings
         self.dist = dist
@@ -129,7 +143,8 @@ class Trainer:
             )
         self.total_steps = self.steps_per_epoch * settings.epochs
         self.optimizer = torch.optim.AdamW(
-            _param_groups(self.student, settings.lr, settings.backbone_lr_scale, settings.weight_decay, inherited),
+            _param_groups(self.student, settings.lr, settings.backbone_lr_scale, settings.weight_decay, inherited,
+                          is_backbone),
             lr=settings.lr
         )
         self.model: nn.Module = self.student
@@ -253,12 +268,10 @@ class Trainer:
             )
 
     def _student_forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        extra = {"return_pred_attention": True} if self.loss.needs_pred_attention else {}
-        return model(batch["template"], batch["online_template"], batch["search"],
-                     return_features=self.loss.needs_features, **extra)
+        return self.forward(model, batch, self.loss.student_outputs)
 
     def _teacher_forward(self, teacher: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        return teacher(batch["template"], batch["online_template"], batch["search"], return_features=self.loss.needs_features)
+        return self.forward(teacher, batch, self.loss.teacher_outputs)
 
     def _step_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The Distiller's (total, parts) for this batch, after every process agreed that they are finite."""

@@ -4,7 +4,8 @@ Students, all trained the same way afterwards (logit KD from the teacher, KL wit
   first-k  the teacher's first 6 blocks (paper: "Tea-fir"),
   skip-k   6 evenly skipped blocks (paper: "Tea-skip", i.e. PMDP with m = 0),
   PMDP     all 12 blocks, the 6 skipped ones faded out by γ(t) = ½(1 + cos(π t/m)), then removed.
-The task is generated here: 32×32 images of six shapes (disk, square, triangle, ring, cross, bar)
+The task is distilkit's built-in classification data (`distilkit.classification.GeneratedShapes`, the
+`vit-classifier` recipe's demo data): 32×32 images of six shapes (disk, square, triangle, ring, cross, bar)
 filled with a texture cut from one scikit-image photo over a background cut from another.
 
     python examples/prune_timm_vit.py --threads 1   # ~3 min on a shared 2-core CPU
@@ -23,22 +24,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import skimage.data
-import timm
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from rich.console import Console
 from rich.table import Table
 from torch import nn
 
 from distilkit import io
+from distilkit.classification import SHAPES, GeneratedShapes, build_vit
 from distilkit.depth import CosineSchedule, ProgressiveDepthPruner, select_layers, shallow_copy
 from distilkit.distill import logit_kd
 
-SHAPES = ("disk", "square", "triangle", "ring", "cross", "bar")
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "brick", "grass", "gravel", "camera", "coins", "moon")
 
 
 @dataclass(frozen=True)
@@ -63,61 +59,12 @@ QUICK = Config(train_size=128, test_size=64, dim=32, teacher_epochs=1, student_e
 
 
 # -- data ----------------------------------------------------------------------------------------
-def _photos() -> list[np.ndarray]:
-    out = []
-    for name in PHOTOS:
-        img = np.asarray(getattr(skimage.data, name)(), dtype=np.float32) / 255.0
-        out.append(np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., :3])
-    return out
-
-
-def _crop(photo: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    side = int(rng.integers(size, min(photo.shape[:2]) // 2))
-    y, x = (int(rng.integers(0, photo.shape[i] - side)) for i in (0, 1))
-    patch = Image.fromarray((photo[y : y + side, x : x + side] * 255).astype(np.uint8))
-    return np.asarray(patch.resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
-
-
-def _mask(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    r = rng.uniform(0.22, 0.36) * size
-    cy, cx = rng.uniform(r + 1, size - r - 1, 2)
-    angle = rng.uniform(0, 2 * math.pi)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    u = (xx - cx) * math.cos(angle) + (yy - cy) * math.sin(angle)
-    v = -(xx - cx) * math.sin(angle) + (yy - cy) * math.cos(angle)
-    if shape == "disk":
-        return np.hypot(u, v) <= r
-    if shape == "ring":
-        return (np.hypot(u, v) <= r) & (np.hypot(u, v) >= 0.55 * r)
-    if shape == "square":
-        return np.maximum(abs(u), abs(v)) <= 0.8 * r
-    if shape == "bar":
-        return (abs(u) <= r) & (abs(v) <= 0.35 * r)
-    if shape == "cross":
-        return (np.minimum(abs(u), abs(v)) <= 0.3 * r) & (np.maximum(abs(u), abs(v)) <= r)
-    # triangle: intersection of three half-planes at 120° around the centre
-    inside = np.ones_like(u, dtype=bool)
-    for k in range(3):
-        a = 2 * math.pi * k / 3
-        inside &= u * math.cos(a) + v * math.sin(a) <= 0.5 * r
-    return inside
-
-
-def make_images(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`n` images (N, 3, size, size), normalised, and their shape labels."""
-    rng = np.random.default_rng(seed)
-    photos = _photos()
-    images = np.empty((n, size, size, 3), dtype=np.float32)
-    labels = rng.integers(0, len(SHAPES), n)
-    for i, label in enumerate(labels):
-        fg_photo, bg_photo = rng.choice(len(photos), 2, replace=False)
-        background = _crop(photos[bg_photo], size, rng)
-        background = background * rng.uniform(0.2, 0.45)  # dim background, bright figure: a clear silhouette
-        texture = 0.5 + 0.5 * _crop(photos[fg_photo], size, rng) * rng.uniform(0.6, 1.0, 3)
-        mask = _mask(SHAPES[label], size, rng)[..., None]
-        images[i] = np.clip(np.where(mask, texture, background), 0, 1)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2)
-    return (x - 0.5) / 0.25, torch.from_numpy(labels)
+def make_images(n: int, size: int, split: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` generated images (N, 3, size, size), normalised, and their shape labels (distilkit's built-in
+    classification data, the `vit-classifier` recipe's demo data)."""
+    data = GeneratedShapes(n, size, split=split, seed=seed)
+    images, labels = zip(*(data[i] for i in range(n)))
+    return torch.stack(images), torch.tensor(labels)
 
 
 def batches(x: torch.Tensor, y: torch.Tensor, size: int, gen: torch.Generator):
@@ -129,10 +76,8 @@ def batches(x: torch.Tensor, y: torch.Tensor, size: int, gen: torch.Generator):
 
 # -- training ------------------------------------------------------------------------------------
 def vit(cfg: Config) -> nn.Module:
-    return timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, num_classes=len(SHAPES), img_size=cfg.img,
-        patch_size=cfg.patch, embed_dim=cfg.dim, depth=cfg.depth, num_heads=cfg.heads,
-    )
+    return build_vit("vit-ti-shapes", img_size=cfg.img, patch_size=cfg.patch, embed_dim=cfg.dim, depth=cfg.depth,
+                     num_heads=cfg.heads)
 
 
 def fit(model, data, cfg: Config, epochs: int, seed: int, teacher=None, pruner=None) -> nn.Module:
@@ -185,8 +130,8 @@ def main() -> None:
     console = Console()
     started = time.perf_counter()
     torch.manual_seed(args.seed)
-    train = make_images(cfg.train_size, cfg.img, args.seed)
-    test = make_images(cfg.test_size, cfg.img, args.seed + 10_000)
+    train = make_images(cfg.train_size, cfg.img, "train", args.seed)
+    test = make_images(cfg.test_size, cfg.img, "test", args.seed)
 
     teacher = fit(vit(cfg), train, cfg, cfg.teacher_epochs, args.seed)
     for p in teacher.parameters():

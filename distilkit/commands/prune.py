@@ -39,19 +39,20 @@ def prune(
                                          help="Budget from the recipe: demo (default with synthetic data) or paper (default with "
                                               "real data)."),
     data: str = typer.Option("synthetic", "--data",
-                             help="Training data: synthetic[:N], got10k:DIR, lasot:DIR, trackingnet:DIR, coco:DIR; "
-                                  "comma-separated to mix."),
+                             help="Training data, comma-separated to mix: synthetic[:N] (the family's built-in data); "
+                                  "tracking recipes also got10k:DIR, lasot:DIR, trackingnet:DIR, coco:DIR; "
+                                  "vit-classifier imagefolder:DIR."),
     eval_data: Optional[str] = typer.Option(None, "--eval-data",
                                             help="Evaluation data (same syntax, test splits; not coco, training data only); "
-                                                 "default: the held-out synthetic test split."),
+                                                 "default: the held-out split of the family's built-in data."),
     teacher: Optional[str] = typer.Option(None, "--teacher",
                                           help="Teacher checkpoint (distilkit model dir or official .pth.tar), or none to train "
                                                "it here. Default: the budget's shipped teacher (the demo has one), else trained "
                                                "here."),
     init_backbone: Optional[str] = typer.Option(None, "--init-backbone",
-                                                help="MAE ViT-B checkpoint (e.g. mae_pretrain_vit_base.pth) that the teacher "
-                                                     "(when trained here) and the first distilled student start from, as in the "
-                                                     "official route."),
+                                                help="Backbone checkpoint that the teacher (when trained here) and the first "
+                                                     "distilled student start from; tracking recipes: MAE ViT-B (e.g. "
+                                                     "mae_pretrain_vit_base.pth), as in the official route."),
     out: Optional[str] = typer.Option(None, "--out", help="Output directory (default runs/<recipe>)."),
     seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help=f"Random seed (models, sampling), 0 to {MAX_SEED}."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out; finished stages are skipped."),

@@ -158,8 +158,8 @@ class ModelFamily:
         """What a run evaluates on without `--eval-data`: the held-out split of the family's built-in data."""
         raise NotImplementedError
 
-    def check_training_data(self, datasets: list[Any], budget: "Budget", kinds: set[str]) -> None:
-        """Checks of the training data that the route's stage `kinds` need, before anything trains."""
+    def check_training_data(self, datasets: list[Any], budget: "Budget", route: list["Stage"]) -> None:
+        """Checks of the training data that the stages of the run (`route`) need, before anything trains."""
 
     def training_set(self, stage: "Stage", budget: "Budget", datasets: list[Any], seed: int) -> Any:
         """The map-style dataset of training batches (dicts of tensors) a stage trains on; `set_epoch` is honoured."""

@@ -124,13 +124,16 @@ def print_summary(console: Any, report: dict[str, Any], family: ModelFamily) -> 
     from rich.table import Table
 
     speed_key = family.speed[0]
+    own_speed = [] if speed_key == "fps" else [speed_key]  # a family timing something besides the full forward
     table = Table(title=f"{report['recipe']} ({report['budget']}): {report['total_seconds'] / 60:.1f} min")
-    for col in ("stage", "depth", "MLP r", "params", "MMACs", "FPS full", family.speed[1], *(lb for _, lb in family.metrics)):
+    for col in ("stage", "depth", "MLP r", "params", "MMACs", "FPS full", *(family.speed[1] for _ in own_speed),
+                *(label for _, label in family.metrics)):
         table.add_column(col, justify="left" if col == "stage" else "right")
     for s in report["stages"]:
         table.add_row(s["name"], str(s["depth"]), f"{s['mlp_ratio']:g}", f"{s['params']:,}", f"{s['macs'] / 1e6:,.1f}",
-                      f"{s['fps']:.1f}", _fmt(s.get(speed_key), ".1f"), *(_fmt(s.get(k), ".3f") for k, _ in family.metrics))
+                      f"{s['fps']:.1f}", *(_fmt(s.get(k), ".1f") for k in own_speed),
+                      *(_fmt(s.get(k), ".3f") for k, _ in family.metrics))
     for base in _baselines(report):
-        table.add_row(base["name"], "", "", "", "", "", _fmt(base.get("fps"), ".1f"),
-                      *(_fmt(base.get(k), ".3f") for k, _ in family.metrics))
+        table.add_row(base["name"], "", "", "", "", _fmt(base.get("fps"), ".1f") if not own_speed else "",
+                      *(_fmt(base.get("fps"), ".1f") for _ in own_speed), *(_fmt(base.get(k), ".3f") for k, _ in family.metrics))
     console.print(table)

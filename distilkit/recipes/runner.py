@@ -111,7 +111,7 @@ class RecipeRun:
                 raise self.recipe.fail(("budgets", self.budget_name, "amp"), str(err)) from None
         family = self.family
         self.train_sets = family.datasets(opts.data, budget, "train")
-        family.check_training_data(self.train_sets, budget, {s.kind for s in self.route})
+        family.check_training_data(self.train_sets, budget, self.route)
         eval_parts = family.datasets(opts.eval_data, budget, "test") if opts.eval_data else [family.default_eval_set(budget)]
         self.eval_set = eval_parts[0] if len(eval_parts) == 1 else Concat(eval_parts)
         src = self.teacher_source

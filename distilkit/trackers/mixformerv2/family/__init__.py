@@ -93,8 +93,8 @@ class MixFormerV2Family(ModelFamily):
     def default_eval_set(self, budget: Budget) -> Any:
         return data.synthetic_split(budget, "test")
 
-    def check_training_data(self, datasets: list[Any], budget: Budget, kinds: set[str]) -> None:
-        if budget.negative_prob > 0 and "score" in kinds:
+    def check_training_data(self, datasets: list[Any], budget: Budget, route: list[Stage]) -> None:
+        if budget.negative_prob > 0 and any(s.kind == "score" for s in route):
             from distilkit.data.sampler import check_negatives_possible
 
             check_negatives_possible(datasets)  # the score stage comes last: fail before training

@@ -164,8 +164,8 @@ class TrackingBench:
 
         base = load_recipe(recipe).budget(budget)
         self.scale = scale
-        self.budget = dataclasses.replace(base, batch_size=scale.batch_size, samples_per_epoch=scale.samples_per_epoch,
-                                          scale_jitter=scale.scale_jitter, workers=0, checkpoint_every=0)
+        self.budget = base.replace(batch_size=scale.batch_size, samples_per_epoch=scale.samples_per_epoch,
+                                   scale_jitter=scale.scale_jitter, workers=0, checkpoint_every=0)
         size = tuple(base.synthetic.image_size)
         self.train_set = SyntheticTracking(num_sequences=scale.train_sequences, length=scale.length, seed=0,
                                            image_size=size, split="train")

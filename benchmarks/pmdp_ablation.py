@@ -158,7 +158,7 @@ def run_classification(quick: bool, seeds: list[int], log: Callable[[str], None]
     ex = load_example()
     cfg = dataclasses.replace(ex.QUICK if quick else ex.Config(), keep=KEEP)
     torch.manual_seed(0)
-    train, test = ex.make_images(cfg.train_size, cfg.img, 0), ex.make_images(cfg.test_size, cfg.img, 10_000)
+    train, test = ex.make_images(cfg.train_size, cfg.img, "train", 0), ex.make_images(cfg.test_size, cfg.img, "test", 0)
     start = time.perf_counter()
     teacher = ex.fit(ex.vit(cfg), train, cfg, cfg.teacher_epochs, 0).requires_grad_(False)
     teacher_acc = ex.accuracy(teacher, test)

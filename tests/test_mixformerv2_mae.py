@@ -96,8 +96,7 @@ def test_prune_init_backbone_starts_the_teacher_and_the_first_student(tmp_path, 
         loaded.append(torch.equal(model.backbone.blocks[3].mlp.fc1.weight, encoder["blocks.3.mlp.fc1.weight"]))
         return result
 
-    import distilkit.trackers.mixformerv2 as family
-    monkeypatch.setattr(family, "load_mae_backbone", spy)
+    monkeypatch.setattr(mae, "load_mae_backbone", spy)  # where the family's load_backbone finds it
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as exc:
         main(["prune", "--recipe", str(recipe), "--budget", "tiny", "--init-backbone", str(tmp_path / "mae.pth"),

@@ -244,3 +244,14 @@ def test_the_recipe_engine_imports_no_family_and_no_task_code():
     for path in sorted((PACKAGE / "recipes").glob("*.py")):
         bad = sorted(m for m in _imports(path) if m.startswith(task_code))
         assert not bad, f"{path.name} imports {bad}"
+
+
+def test_budget_reads_and_replaces_the_familys_options_like_its_own_keys():
+    """A budget's family settings read as budget attributes; `Budget.replace` routes each change where it lives."""
+    budget = load_recipe("mixformerv2-s").budget("demo")
+    assert budget.template_size == budget.options.template_size == 32 and budget.eval.tracker == {}
+    changed = budget.replace(batch_size=8, scale_jitter=0.25)
+    assert (changed.batch_size, changed.scale_jitter, changed.template_size) == (8, 0.25, 32)
+    assert (budget.batch_size, budget.scale_jitter) == (32, 0.5)  # the original is untouched
+    with pytest.raises(TypeError):
+        budget.replace(no_such_key=1)

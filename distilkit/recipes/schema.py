@@ -285,6 +285,13 @@ class Budget:
     def stage(self, name: str) -> StageBudget:
         return self.stages[name]
 
+    def replace(self, **changes: Any) -> "Budget":
+        """A copy with `changes` applied: generic keys to the budget, the family's to its options (as YAML has them)."""
+        own = {f.name for f in dataclasses.fields(self)}
+        family = {k: v for k, v in changes.items() if k not in own}
+        options = dataclasses.replace(self.options, **family) if family else self.options
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if k in own}, options=options)
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name == "options":
             raise AttributeError(name)

@@ -122,7 +122,9 @@ class MixFormerV2Family(ModelFamily):
 
     def budget_lines(self, budget: Budget) -> list[str]:
         b = budget
-        lines = [f"crops template {b.template_size}px (×{b.template_factor:g}), search {b.search_size}px "
+        drawn = "each dataset equally often" if b.dataset_weights == "equal" else "datasets by sequence count"
+        lines = [f"pairs drawn from {drawn}; {b.center_jitter:g}/{b.scale_jitter:g} centre/scale jitter, max gap {b.max_gap}",
+                 f"crops template {b.template_size}px (×{b.template_factor:g}), search {b.search_size}px "
                  f"(×{b.search_factor:g})"]
         a = b.augment
         if a.grayscale or a.brightness or a.flip or b.drop_path:

@@ -89,3 +89,19 @@ def test_vit_classifier_route_end_to_end_and_resume_after_kill_is_identical(tmp_
     for stage in STAGES:  # bitwise: the quick budget pins threads and deterministic algorithms
         a, b = _weights(whole, stage), _weights(out, stage)
         assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), stage
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_train_the_vit_route_in_lock_step(tmp_path):
+    """torchrun works for the second family too: DDP through the family's forward (block hooks for the feature
+    loss included) keeps both ranks' weights identical at the end of every stage."""
+    out = str(tmp_path / "run")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "distilkit", *QUICK, "--out", out, "--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.load(open(os.path.join(out, "report.json")))["world_size"] == 2
+    for stage in STAGES:
+        digests = json.load(open(os.path.join(out, stage, "metrics.json")))["rank_digests"]
+        assert len(digests) == 2 and digests[0] == digests[1], stage

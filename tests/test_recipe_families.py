@@ -255,3 +255,11 @@ def test_budget_reads_and_replaces_the_familys_options_like_its_own_keys():
     assert (budget.batch_size, budget.scale_jitter) == (32, 0.5)  # the original is untouched
     with pytest.raises(TypeError):
         budget.replace(no_such_key=1)
+
+
+def test_a_key_no_family_has_is_a_plain_attribute_error():
+    budget = load_recipe("mixformerv2-s").budget("demo")
+    with pytest.raises(AttributeError, match="'Budget' object has no attribute 'image_size' \\(nor have its family options\\)"):
+        budget.image_size  # the classifier family's key, not MixFormerV2's
+    with pytest.raises(AttributeError, match="'EvalSpec' object has no attribute 'nope'"):
+        budget.eval.nope

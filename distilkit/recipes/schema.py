@@ -246,9 +246,10 @@ class EvalSpec:
         return bounds_problem(self, {"latency_threads": THREADS})
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name == "family_eval":
-            raise AttributeError(name)
-        return getattr(self.family_eval, name)
+        family_eval = None if name.startswith("__") or name == "family_eval" else self.family_eval
+        if family_eval is None or not hasattr(family_eval, name):
+            raise AttributeError(f"'EvalSpec' object has no attribute {name!r} (nor has the family's eval)")
+        return getattr(family_eval, name)
 
 
 @dataclass
@@ -293,9 +294,10 @@ class Budget:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if k in own}, options=options)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name == "options":
-            raise AttributeError(name)
-        return getattr(self.options, name)
+        options = None if name.startswith("__") or name == "options" else self.options
+        if options is None or not hasattr(options, name):
+            raise AttributeError(f"'Budget' object has no attribute {name!r} (nor have its family options)")
+        return getattr(options, name)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from distilkit.recipes.family import ModelFamily, ReportColumn
 from distilkit.recipes.losses import DISTILLED_KINDS, FEATURE_PART, SUPERVISED_KINDS, LossPart, StageLoss
 from distilkit.recipes.models import model_name
 from distilkit.recipes.progress import RunLog
-from distilkit.recipes.schema import Bound, Budget, Recipe, Stage, bounds_problem, typed_options
+from distilkit.recipes.schema import Bound, Budget, Recipe, Stage, bounds_problem, check_model_presets
 from distilkit.recipes.validate import Context
 
 #: The family's built-in data: generated images of six textured shapes (`distilkit.classification.GeneratedShapes`).
@@ -124,27 +124,7 @@ class VitClassifierFamily(ModelFamily):
     def check_recipe(self, recipe: Recipe, ctx: Context) -> None:
         from distilkit.classification.models import OVERRIDE_CAPS, OVERRIDE_TYPES, VIT_PRESETS
 
-        for i, stage in enumerate(recipe.stages):
-            stage.overrides = typed_options(stage.overrides, OVERRIDE_TYPES, ctx, ("stages", i, "overrides"), "ViT override",
-                                            OVERRIDE_CAPS)
-            _no_drop_path_override(stage.overrides, ctx, ("stages", i, "overrides"))
-            if stage.model is not None and stage.model not in VIT_PRESETS:
-                raise ctx.fail(("stages", i, "model"), f"unknown model {stage.model!r}; expected one of {sorted(VIT_PRESETS)}")
-        for bname, budget in recipe.budgets.items():
-            budget.model_overrides = typed_options(budget.model_overrides, OVERRIDE_TYPES, ctx,
-                                                   ("budgets", bname, "model_overrides"), "ViT override", OVERRIDE_CAPS)
-            _no_drop_path_override(budget.model_overrides, ctx, ("budgets", bname, "model_overrides"))
-            for i, stage in enumerate(recipe.stages):
-                if stage.model is None:
-                    continue
-                if stage.model + budget.model_suffix not in VIT_PRESETS:
-                    raise ctx.fail(("budgets", bname, "model_suffix"),
-                                   f"no model {stage.model + budget.model_suffix!r} for stage {stage.name!r}; models: "
-                                   f"{sorted(VIT_PRESETS)}")
-                try:
-                    _model_kwargs(stage, budget)
-                except DistilkitError as err:
-                    raise ctx.fail(("stages", i, "model"), f"budget {bname!r}: {err}") from None
+        check_model_presets(recipe, ctx, VIT_PRESETS, OVERRIDE_TYPES, OVERRIDE_CAPS, "ViT override", _model_problem)
 
     def default_budget(self, recipe: Recipe, data: str) -> str:
         """`demo` for the built-in data, `imagefolder` for folders of images (when the recipe has them), else the first."""
@@ -313,11 +293,13 @@ def _model_kwargs(stage: Stage, budget: Budget) -> dict[str, Any]:
     return kwargs
 
 
-def _no_drop_path_override(overrides: dict[str, Any], ctx: Context, path: Any) -> None:
-    """Stochastic depth has one knob, the budget's `drop_path`."""
-    if "drop_path_rate" in overrides:
-        raise ctx.fail(path + ("drop_path_rate",), "set stochastic depth with the budget's 'drop_path' "
-                                                  "(it applies to every trained stage)")
+def _model_problem(stage: Stage, budget: Budget) -> Optional[str]:
+    """Why a teacher/distill stage's model cannot be built under `budget`, or None."""
+    try:
+        _model_kwargs(stage, budget)
+    except DistilkitError as err:
+        return str(err)
+    return None
 
 
 def _labels(dataset: Any) -> list[int]:

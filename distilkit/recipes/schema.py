@@ -15,7 +15,7 @@ import typing
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Literal, Optional
+from typing import Any, Callable, Literal, Optional
 
 from distilkit.errors import DistilkitError
 from distilkit.limits import (MAX_BATCH, MAX_EPOCHS, MAX_LAYERS, MAX_LR, MAX_MLP_RATIO, MAX_RECIPE_CHARS, MAX_SAMPLES,
@@ -515,3 +515,37 @@ def typed_options(options: dict[str, Any], types: dict[str, Any], ctx: Context, 
         if problem:
             raise ctx.fail(path + (key,), problem)
     return out
+
+
+def check_model_presets(recipe: Recipe, ctx: Context, presets: Collection[str], types: dict[str, Any], caps: dict[str, float],
+                        what: str, model_problem: Callable[[Stage, Budget], Optional[str]]) -> None:
+    """A family's model checks: stage and budget overrides typed and capped (`typed_options`; `drop_path_rate` refused:
+    the budget's `drop_path` is the one knob), stage models and their budget-suffixed names among `presets`, and
+    `model_problem(stage, budget)` (why the model cannot be built, or None) for every teacher/distill stage."""
+    for i, stage in enumerate(recipe.stages):
+        stage.overrides = typed_options(stage.overrides, types, ctx, ("stages", i, "overrides"), what, caps)
+        _no_drop_path_override(stage.overrides, ctx, ("stages", i, "overrides"))
+        if stage.model is not None and stage.model not in presets:
+            raise ctx.fail(("stages", i, "model"), f"unknown model {stage.model!r}; expected one of {sorted(presets)}")
+    for bname, budget in recipe.budgets.items():
+        budget.model_overrides = typed_options(budget.model_overrides, types, ctx, ("budgets", bname, "model_overrides"),
+                                               what, caps)
+        _no_drop_path_override(budget.model_overrides, ctx, ("budgets", bname, "model_overrides"))
+        for i, stage in enumerate(recipe.stages):
+            if stage.model is None:
+                continue
+            if stage.model + budget.model_suffix not in presets:
+                raise ctx.fail(("budgets", bname, "model_suffix"),
+                               f"no model {stage.model + budget.model_suffix!r} for stage {stage.name!r}; models: "
+                               f"{sorted(presets)}")
+            problem = model_problem(stage, budget)
+            if problem:
+                raise ctx.fail(("stages", i, "model"), f"budget {bname!r}: {problem}")
+
+
+def _no_drop_path_override(overrides: dict[str, Any], ctx: Context, path: Path) -> None:
+    """Stochastic depth has one knob, the budget's `drop_path` (the runner sets it on every trained stage's model)."""
+    if "drop_path_rate" in overrides:
+        raise ctx.fail(path + ("drop_path_rate",), "set stochastic depth with the budget's 'drop_path' "
+                                                  "(it applies to every trained stage)")
+

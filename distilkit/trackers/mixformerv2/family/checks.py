@@ -10,7 +10,7 @@ from typing import Any, Optional
 from distilkit.errors import DistilkitError
 from distilkit.limits import (MAX_CLASSES, MAX_CONTEXT, MAX_CROP, MAX_IMAGE_INPUT, MAX_LAYERS, MAX_MLP_RATIO,
                               MAX_MODEL_PARAMS, MAX_TEMPLATES, MAX_WIDTH)
-from distilkit.recipes.schema import Budget, Recipe, typed_options
+from distilkit.recipes.schema import Budget, Recipe, Stage, check_model_presets, typed_options
 from distilkit.recipes.validate import Context, Path
 from distilkit.trackers.mixformerv2.config import PRESETS, MixFormerV2Config
 from distilkit.trackers.mixformerv2.family.models import stage_config
@@ -29,38 +29,17 @@ _TRACKER_SET_BY_RUNNER = frozenset({"self", "model", "template_factor", "search_
 
 def check_models(recipe: Recipe, ctx: Context) -> None:
     """Model names, config overrides and tracker options against distilkit.trackers.mixformerv2, for every budget."""
-    fields = typing.get_type_hints(MixFormerV2Config)
-    for i, stage in enumerate(recipe.stages):
-        stage.overrides = typed_options(stage.overrides, fields, ctx, ("stages", i, "overrides"), "MixFormerV2Config field",
-                                        CONFIG_CAPS)
-        _no_drop_path_override(stage.overrides, ctx, ("stages", i, "overrides"))
-        if stage.model is not None and stage.model not in PRESETS:
-            raise ctx.fail(("stages", i, "model"), f"unknown model {stage.model!r}; expected one of {sorted(PRESETS)}")
+    check_model_presets(recipe, ctx, PRESETS, typing.get_type_hints(MixFormerV2Config), CONFIG_CAPS,
+                        "MixFormerV2Config field", _stage_model_problem)
     for bname, budget in recipe.budgets.items():
-        budget.model_overrides = typed_options(budget.model_overrides, fields, ctx, ("budgets", bname, "model_overrides"),
-                                               "MixFormerV2Config field", CONFIG_CAPS)
-        _no_drop_path_override(budget.model_overrides, ctx, ("budgets", bname, "model_overrides"))
         _check_tracker_options(budget, ctx, ("budgets", bname, "eval", "tracker"))
-        for i, stage in enumerate(recipe.stages):
-            if stage.model is None:
-                continue
-            if stage.model + budget.model_suffix not in PRESETS:
-                raise ctx.fail(("budgets", bname, "model_suffix"),
-                               f"no model {stage.model + budget.model_suffix!r} for stage {stage.name!r}; models: "
-                               f"{sorted(PRESETS)}")
-            try:
-                problem = _model_size_problem(stage_config(stage, budget))
-            except DistilkitError as err:
-                problem = str(err)
-            if problem:
-                raise ctx.fail(("stages", i, "model"), f"budget {bname!r}: {problem}")
 
 
-def _no_drop_path_override(overrides: dict[str, Any], ctx: Context, path: Path) -> None:
-    """Stochastic depth has one knob, the budget's `drop_path` (the runner sets it on every trained stage's model)."""
-    if "drop_path_rate" in overrides:
-        raise ctx.fail(path + ("drop_path_rate",), "set stochastic depth with the budget's 'drop_path' "
-                                                  "(it applies to every trained stage)")
+def _stage_model_problem(stage: Stage, budget: Budget) -> Optional[str]:
+    try:
+        return _model_size_problem(stage_config(stage, budget))
+    except DistilkitError as err:
+        return str(err)
 
 
 def _check_tracker_options(budget: Budget, ctx: Context, path: Path) -> None:
